@@ -1,0 +1,1 @@
+"""Subcommands of the ``fragility`` command line, one module per group of commands."""

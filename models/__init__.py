@@ -1,0 +1,1 @@
+"""Model references: loading user-supplied models safely and the models bundled with the repo."""

@@ -1,0 +1,260 @@
+"""Decode image files into [0, 1] float arrays and convert them to a model's input.
+
+Torch-free, so the API can validate an upload before it stores or enqueues anything.
+
+Accepted: PNG, JPEG, TIFF, BMP and WebP (8- or 16-bit, gray or RGB; alpha is dropped) and
+single-frame DICOM (12- to 16-bit gray). Nothing read from a DICOM header is logged or returned
+except the pixel geometry and bit depth, so reports stay free of patient data.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest image accepted by default, in pixels: a 40-megapixel photo fits, a bomb does not."""
+
+PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
+DICOM_MAGIC_OFFSET = 128  # a DICOM Part 10 file has a 128-byte preamble, then b"DICM"
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message names the file and the fix."""
+
+
+@dataclass
+class DecodedImage:
+    """An image decoded to floats.
+
+    Attributes:
+        pixels: (H, W, C) float32 in [0, 1], C = 1 (gray) or 3 (RGB).
+        source_format: "PNG", "JPEG", "TIFF", "BMP", "WEBP" or "DICOM".
+        bit_depth: bits per sample of the stored values (8, 12, 16, ...).
+        notes: what decoding did to the stored values (alpha dropped, inverted, ...).
+    """
+
+    pixels: np.ndarray
+    source_format: str
+    bit_depth: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image {name!r} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels}; downscale it or raise the pixel limit (FRAGILITY_MAX_IMAGE_PIXELS)"
+        )
+    if width < 1 or height < 1:
+        raise ImageError(f"image {name!r} has no pixels ({width}x{height})")
+
+
+def _decode_dicom(data: bytes, max_pixels: int, name: str) -> DecodedImage:
+    """Decode a single-frame gray DICOM file; stored values are scaled by 2**BitsStored - 1."""
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:
+        raise ImageError(
+            f"image {name!r} is DICOM but pydicom is not installed; "
+            "install it with pip install 'fragility-audit[engine]'"
+        ) from None
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=False)
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        _check_pixels(columns, rows, max_pixels, name)
+        frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(dataset, "SamplesPerPixel", 1))
+        bits_stored = int(getattr(dataset, "BitsStored", dataset.BitsAllocated))
+        signed = int(getattr(dataset, "PixelRepresentation", 0)) == 1
+        photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+        values = dataset.pixel_array
+    except ImageError:
+        raise
+    except (
+        InvalidDicomError,
+        AttributeError,
+        ValueError,
+        KeyError,
+        OSError,
+        RuntimeError,
+    ) as error:
+        # The message of a pydicom error never contains element values, only their tags.
+        raise ImageError(
+            f"image {name!r} is not a readable DICOM image ({type(error).__name__}); "
+            "give an uncompressed or natively supported single-frame DICOM file"
+        ) from None
+    if frames != 1 or samples != 1:
+        raise ImageError(
+            f"image {name!r} is DICOM with {frames} frame(s) and {samples} sample(s) per pixel; "
+            "only single-frame gray images are supported, so export one frame"
+        )
+    notes = [f"DICOM {photometric}, {bits_stored} bits stored, scaled by 2**{bits_stored} - 1"]
+    values = values.astype(np.float64)
+    if signed:
+        # Shift two's-complement values so the stored range starts at zero.
+        values = values + 2 ** (bits_stored - 1)
+        notes.append("signed values shifted by 2**(BitsStored-1)")
+    pixels = np.clip(values / (2**bits_stored - 1), 0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        pixels = 1.0 - pixels  # MONOCHROME1 shows the minimum value as white
+        notes.append("MONOCHROME1 inverted so that bright means high")
+    pixels = pixels.astype(np.float32)[:, :, None]
+    return DecodedImage(pixels=pixels, source_format="DICOM", bit_depth=bits_stored, notes=notes)
+
+
+def _pil_to_array(image: Image.Image, name: str) -> tuple[np.ndarray, int, list[str]]:
+    """Convert a loaded PIL image to (H, W, C) float32 in [0, 1], its bit depth and notes."""
+    notes: list[str] = []
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        values = np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0
+        return values[:, :, None], 16, notes
+    if mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageError(
+                f"image {name!r} has 32-bit integer pixels outside 0..65535; "
+                "give an 8- or 16-bit image"
+            )
+        return (values.astype(np.float32) / 65535.0)[:, :, None], 16, notes
+    if mode == "F":
+        raise ImageError(
+            f"image {name!r} has floating-point pixels (mode F), whose range is unknown; "
+            "save it as an 8- or 16-bit image"
+        )
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        notes.append("alpha channel dropped")
+    if mode in ("1", "L", "LA", "La"):
+        gray = image.convert("L")
+        return (np.asarray(gray, dtype=np.float32) / 255.0)[:, :, None], 8, notes
+    if mode != "RGB":
+        notes.append(f"converted from mode {mode} to RGB")
+    rgb = image.convert("RGB")
+    return np.asarray(rgb, dtype=np.float32) / 255.0, 8, notes
+
+
+def load_image(
+    source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> DecodedImage:
+    """Decode an image file (or its bytes) to (H, W, C) floats in [0, 1].
+
+    The pixel limit is checked from the header, before any pixel data is decoded.
+
+    Args:
+        source: file path or file contents.
+        max_pixels: largest accepted width x height. Default 40 million.
+        name: how the image is named in errors; default the file name, or "upload" for bytes.
+
+    Raises:
+        ImageError: empty, truncated, unreadable or unsupported file, or over ``max_pixels``.
+    """
+    if isinstance(source, Path):
+        name = name or source.name
+        try:
+            data = source.read_bytes()
+        except OSError as error:
+            raise ImageError(f"image {name!r} could not be read: {error.strerror}") from None
+    else:
+        name = name or "upload"
+        data = source
+    if not data:
+        raise ImageError(
+            f"image {name!r} is empty (0 bytes); give a PNG, JPEG, TIFF, BMP, WebP or DICOM file"
+        )
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return _decode_dicom(data, max_pixels, name)
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and raises past twice its own limit) about large images; our limit,
+            # checked below from the header, is the one that applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(image.width, image.height, max_pixels, name)
+            if image.format not in PIL_FORMATS:
+                raise ImageError(
+                    f"image {name!r} is {image.format}, which is not supported; "
+                    "give a PNG, JPEG, TIFF, BMP, WebP or DICOM file"
+                )
+            if getattr(image, "n_frames", 1) > 1:
+                logger.info("image %s has %d frames; using the first", name, image.n_frames)
+            image.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"image {name!r} is over Pillow's decompression-bomb limit; downscale it"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"file {name!r} is not a recognised image; give a PNG, JPEG, TIFF, BMP, WebP or "
+            "DICOM file"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(
+            f"image {name!r} could not be decoded ({error}); the file may be truncated or corrupt"
+        ) from None
+    pixels, bit_depth, notes = _pil_to_array(image, name)
+    return DecodedImage(pixels=pixels, source_format=image.format, bit_depth=bit_depth, notes=notes)
+
+
+def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (H, W, C) floats to size = (height, width) with Pillow's bilinear filter.
+
+    Pillow's bilinear filter widens its support when downscaling, so it also antialiases. Each
+    channel is resized as a 32-bit float image, which keeps 16-bit precision.
+    """
+    height, width = size
+    channels = [
+        np.asarray(
+            Image.fromarray(pixels[:, :, c], mode="F").resize((width, height), Image.BILINEAR)
+        )
+        for c in range(pixels.shape[2])
+    ]
+    return np.clip(np.stack(channels, axis=2), 0.0, 1.0).astype(np.float32)
+
+
+def to_model_input(
+    image: DecodedImage, channels: int, input_size: tuple[int, int]
+) -> tuple[np.ndarray, list[str]]:
+    """Convert a decoded image to a model's channels and size.
+
+    Args:
+        image: the decoded image.
+        channels: 1 or 3, the model's input channels.
+        input_size: (height, width) of the model's input, in pixels.
+
+    Returns:
+        (C, H, W) float32 array in [0, 1], and the list of conversions applied, for the report.
+    """
+    pixels = image.pixels
+    conversions = list(image.notes)
+    if pixels.shape[2] == 3 and channels == 1:
+        # ITU-R 601-2 luma, the same weights as Pillow's convert("L").
+        pixels = (pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+        conversions.append("RGB converted to gray (ITU-R 601-2 luma)")
+    elif pixels.shape[2] == 1 and channels == 3:
+        pixels = np.repeat(pixels, 3, axis=2)
+        conversions.append("gray replicated to 3 channels")
+    if image.size != tuple(input_size):
+        conversions.append(
+            f"resized from {image.size[0]}x{image.size[1]} to {input_size[0]}x{input_size[1]} "
+            "(H x W, bilinear)"
+        )
+        pixels = resize_pixels(pixels, input_size)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32), conversions

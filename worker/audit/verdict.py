@@ -1,0 +1,88 @@
+"""The audit's verdict: fragile, robust or inconclusive, with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Verdict:
+    """A verdict and the sentence that explains it."""
+
+    verdict: str
+    reason: str
+
+
+def decide_verdict(
+    *,
+    original_map_is_zero: bool,
+    attack_name: str,
+    attack_found: bool,
+    attack_topk: float,
+    attack_gradient_steps: int,
+    attack_uses_gradient: bool,
+    baseline_found: bool,
+    baseline_topk: float,
+    steps: int,
+    threshold: float,
+) -> Verdict:
+    """Decide the verdict from the attack and the random baseline.
+
+    Rules, in order:
+
+    1. An all-zero original map has no ranking to move: inconclusive.
+    2. Fragile when the attack or the baseline found a label-preserving perturbation whose
+       top-k intersection is below ``threshold``: the map demonstrably moved.
+    3. Inconclusive when the attack could not search: no label-preserving iterate, or a
+       gradient that was unusable (None, zero or not finite) at every step. A map is never
+       called robust because its attack gradient vanished.
+    4. Inconclusive when only the random attack ran, which cannot show robustness.
+    5. Otherwise robust: the search ran and the map kept at least ``threshold`` of its top k.
+
+    Args:
+        attack_gradient_steps: steps whose attack gradient was usable.
+        threshold: top-k intersection below which the map is fragile.
+    """
+    if original_map_is_zero:
+        return Verdict(
+            "inconclusive",
+            "the saliency map of the input is zero everywhere, so there is no ranking to move; "
+            "check the method (gradient x input is zero on black pixels) and the model",
+        )
+    candidates = []
+    if attack_found:
+        candidates.append((attack_topk, f"the {attack_name} attack"))
+    if baseline_found:
+        candidates.append((baseline_topk, "the random-sign baseline"))
+    if candidates:
+        worst_topk, source = min(candidates)
+        if worst_topk < threshold:
+            return Verdict(
+                "fragile",
+                f"{source} found a label-preserving perturbation that keeps only "
+                f"{worst_topk:.2f} of the top-k pixels (threshold {threshold:.2f})",
+            )
+    if not attack_found:
+        return Verdict(
+            "inconclusive",
+            f"no iterate of the {attack_name} attack kept the predicted label, so nothing was "
+            "measured; the input may lie near a decision boundary: try a smaller epsilon",
+        )
+    if not attack_uses_gradient:
+        return Verdict(
+            "inconclusive",
+            "only random-sign perturbations were tried, and maps that survive random noise can "
+            "still move under a gradient attack; run the topk or center_of_mass attack",
+        )
+    if attack_gradient_steps == 0:
+        return Verdict(
+            "inconclusive",
+            f"the {attack_name} attack's gradient was None, zero or not finite at all {steps} "
+            "steps, so the search never moved; this happens when activations cannot be "
+            "smoothed (for example inside TorchScript models)",
+        )
+    return Verdict(
+        "robust",
+        f"after {steps} steps the most damaging label-preserving perturbation kept "
+        f"{min(c[0] for c in candidates):.2f} of the top-k pixels (threshold {threshold:.2f})",
+    )
