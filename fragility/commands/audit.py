@@ -148,7 +148,8 @@ def build_params(args: argparse.Namespace) -> Any:
     values = {field: getattr(args, option) for option, field in PARAM_OPTIONS.items()}
     values = {key: value for key, value in values.items() if value is not None}
     try:
-        return AuditParams.model_validate(values)
+        context = {"target_mask": args.target_mask is not None}
+        return AuditParams.model_validate(values, context=context)
     except ValidationError as error:
         raise CommandError(f"invalid option: {format_validation_error(error)}") from None
 

@@ -62,14 +62,16 @@ def read_params(text: str) -> dict:
 
 
 def format_validation_error(error: ValidationError) -> str:
-    """Render pydantic errors as 'field: message' pairs on one line."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'params'}: {item['msg']}"
-        f" (got {item['input']!r})"
-        if "input" in item and not isinstance(item["input"], dict)
-        else f"{'.'.join(str(part) for part in item['loc']) or 'params'}: {item['msg']}"
-        for item in error.errors()
-    )
+    """Render pydantic errors as 'field: message (got value)' items on one line."""
+    items = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        text = f"{location}: {message}" if location else message
+        if location and not isinstance(item.get("input"), dict) and "got" not in message:
+            text += f" (got {item.get('input')!r})"
+        items.append(text)
+    return "; ".join(items)
 
 
 def handle_run(args: argparse.Namespace) -> int:

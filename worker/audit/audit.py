@@ -27,6 +27,15 @@ from worker.context import JobContext
 logger = logging.getLogger(__name__)
 
 
+SELECTION_RULES = {
+    "topk": "minus the top-k intersection (larger is more moved)",
+    "random": "minus the top-k intersection (larger is more moved)",
+    "center_of_mass": "centre-of-mass shift in pixels",
+    "targeted": "share of the map inside the target region",
+    "manipulate": "minus H*W times the squared distance to the target map",
+}
+
+
 @dataclass
 class AuditInput:
     """One image prepared for the model.
@@ -391,6 +400,8 @@ def _image_report(
             "found_label_preserving": found,
             "steps": outcome.steps,
             "best_step": int(outcome.best_step[i]),
+            "selection_score": float(outcome.score[i]),
+            "selection_rule": SELECTION_RULES[outcome.name],
             "label_preserving_steps": int(outcome.label_preserving_steps[i]),
             "zero_gradient_steps": int(outcome.zero_gradient_steps[i]),
             "surrogate": surrogate_info,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +64,31 @@ def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
         raise ImageError(f"image {name!r} has no pixels ({width}x{height})")
 
 
+def _first_window(dataset: object) -> tuple[float, float] | None:
+    """Return (center, width) of the file's first VOI window, or None when it has none."""
+    center = getattr(dataset, "WindowCenter", None)
+    width = getattr(dataset, "WindowWidth", None)
+    if center is None or width is None:
+        return None
+    # Both attributes are multi-valued when the file offers several windows.
+    if isinstance(center, Sequence) and not isinstance(center, str):
+        center = center[0]
+    if isinstance(width, Sequence) and not isinstance(width, str):
+        width = width[0]
+    try:
+        center_value, width_value = float(center), float(width)
+    except (TypeError, ValueError):
+        return None
+    return (center_value, width_value) if width_value >= 1 else None
+
+
 def _decode_dicom(data: bytes, max_pixels: int, name: str) -> DecodedImage:
-    """Decode a single-frame gray DICOM file; stored values are scaled by 2**BitsStored - 1."""
+    """Decode a single-frame gray DICOM file to [0, 1].
+
+    With a VOI window in the file, the rescale slope and intercept and then the first linear
+    window are applied, which is what a DICOM viewer shows. Without one, stored values are
+    divided by 2**BitsStored - 1 (signed values shifted first).
+    """
     try:
         import pydicom
         from pydicom.errors import InvalidDicomError
@@ -103,13 +127,26 @@ def _decode_dicom(data: bytes, max_pixels: int, name: str) -> DecodedImage:
             f"image {name!r} is DICOM with {frames} frame(s) and {samples} sample(s) per pixel; "
             "only single-frame gray images are supported, so export one frame"
         )
-    notes = [f"DICOM {photometric}, {bits_stored} bits stored, scaled by 2**{bits_stored} - 1"]
     values = values.astype(np.float64)
-    if signed:
-        # Shift two's-complement values so the stored range starts at zero.
-        values = values + 2 ** (bits_stored - 1)
-        notes.append("signed values shifted by 2**(BitsStored-1)")
-    pixels = np.clip(values / (2**bits_stored - 1), 0.0, 1.0)
+    window = _first_window(dataset)
+    if window is not None:
+        center, width = window
+        slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
+        intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
+        # DICOM PS3.3 C.11.2.1.2: the modality LUT (rescale), then the linear VOI window.
+        modality = values * slope + intercept
+        pixels = np.clip((modality - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+        notes = [
+            f"DICOM {photometric}, {bits_stored} bits stored, rescaled and windowed with the "
+            f"file's first window (center {center:g}, width {width:g})"
+        ]
+    else:
+        notes = [f"DICOM {photometric}, {bits_stored} bits stored, scaled by 2**{bits_stored} - 1"]
+        if signed:
+            # Shift two's-complement values so the stored range starts at zero.
+            values = values + 2 ** (bits_stored - 1)
+            notes.append("signed values shifted by 2**(BitsStored-1)")
+        pixels = np.clip(values / (2**bits_stored - 1), 0.0, 1.0)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels  # MONOCHROME1 shows the minimum value as white
         notes.append("MONOCHROME1 inverted so that bright means high")

@@ -10,7 +10,14 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Method = Literal["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad"]
 Attack = Literal["topk", "center_of_mass", "targeted", "manipulate", "random"]
@@ -141,8 +148,11 @@ class AuditParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_attack_inputs(self) -> AuditParams:
-        if self.attack in ("targeted", "manipulate") and self.target_box is None:
+    def _check_attack_inputs(self, info: ValidationInfo) -> AuditParams:
+        # A caller that supplies a mask image instead of a box validates with
+        # context={"target_mask": True}.
+        has_mask = bool(info.context and info.context.get("target_mask"))
+        if self.attack in ("targeted", "manipulate") and self.target_box is None and not has_mask:
             raise ValueError(
                 f"attack {self.attack!r} needs target_box [top, left, bottom, right) in pixels"
             )
