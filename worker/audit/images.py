@@ -295,3 +295,20 @@ def to_model_input(
         )
         pixels = resize_pixels(pixels, input_size)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32), conversions
+
+
+def encode_pixels_only(image: DecodedImage) -> bytes:
+    """Re-encode a decoded image as a PNG that holds pixels and nothing else.
+
+    Gray images become 16-bit PNGs (so 12- and 16-bit data keep their precision), RGB images
+    8-bit RGB PNGs. A DICOM header, EXIF block or text chunk, which can carry patient data, is
+    not copied. The service stores this instead of the upload.
+    """
+    buffer = io.BytesIO()
+    if image.pixels.shape[2] == 1:
+        values = np.round(image.pixels[:, :, 0] * 65535).astype(np.uint16)
+        Image.fromarray(values).save(buffer, format="PNG")  # uint16 -> mode I;16
+    else:
+        values = np.round(image.pixels * 255).astype(np.uint8)
+        Image.fromarray(values).save(buffer, format="PNG")
+    return buffer.getvalue()
