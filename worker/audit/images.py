@@ -246,8 +246,45 @@ def load_image(
         raise ImageError(
             f"image {name!r} could not be decoded ({error}); the file may be truncated or corrupt"
         ) from None
+    if image.format == "TIFF" and image.mode == "RGB" and _tiff_bits(image) > 8:
+        return _decode_rgb16_tiff(data, name)
     pixels, bit_depth, notes = _pil_to_array(image, name)
+    if image.format == "PNG" and image.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
+        # NOTE: Pillow decodes 16-bit-per-channel colour PNGs at 8 bits, so their extra
+        # precision is lost; 16-bit gray PNGs and 16-bit RGB TIFFs keep it.
+        notes.append("16-bit colour PNG decoded at 8 bits per channel")
     return DecodedImage(pixels=pixels, source_format=image.format, bit_depth=bit_depth, notes=notes)
+
+
+def _tiff_bits(image: Image.Image) -> int:
+    """Largest BitsPerSample (TIFF tag 258) of a TIFF image, 8 when the tag is missing."""
+    bits = getattr(image, "tag_v2", {}).get(258, 8)
+    return max(bits) if isinstance(bits, tuple) else int(bits)
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """Bit depth from a PNG's IHDR chunk (byte 24 of the file)."""
+    return data[24] if len(data) > 24 else 8
+
+
+def _decode_rgb16_tiff(data: bytes, name: str) -> DecodedImage:
+    """Decode a 16-bit RGB TIFF with tifffile, which Pillow would reduce to 8 bits."""
+    import tifffile
+
+    try:
+        values = tifffile.imread(io.BytesIO(data), key=0)
+    except (ValueError, OSError, tifffile.TiffFileError) as error:
+        raise ImageError(
+            f"image {name!r} could not be decoded as a 16-bit TIFF ({error})"
+        ) from None
+    if values.ndim != 3 or values.shape[2] not in (3, 4) or values.dtype != np.uint16:
+        raise ImageError(
+            f"image {name!r} is a TIFF with shape {values.shape} and type {values.dtype}; "
+            "give a 16-bit RGB TIFF in contiguous (H, W, 3) layout"
+        )
+    notes = ["alpha channel dropped"] if values.shape[2] == 4 else []
+    pixels = values[:, :, :3].astype(np.float32) / 65535.0
+    return DecodedImage(pixels=pixels, source_format="TIFF", bit_depth=16, notes=notes)
 
 
 def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
