@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,9 +89,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"will not be unpickled ({first_line}); save only the state_dict "
             "(torch.save(model.state_dict(), path)) or use safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        # torch's weights-only unpickler also raises these on corrupt or non-pickle bytes
+        # (a text file raises IndexError with torch 2.14).
+        IndexError,
+        KeyError,
+        AssertionError,
+    ) as error:
+        message = " ".join(str(error).split())[:300]
         raise ModelSpecError(
-            f"weights file {str(path)!r} could not be read by torch.load ({error}); "
+            f"weights file {str(path)!r} could not be read by torch.load "
+            f"({type(error).__name__}: {message}); "
             "give a state_dict saved with torch.save or a safetensors file"
         ) from None
     if not isinstance(state, dict) or not all(
@@ -124,7 +137,11 @@ def _build_network(resolved: ResolvedSpec) -> nn.Module:
     spec = resolved.spec
     if spec.format == "torchscript":
         try:
-            return torch.jit.load(str(resolved.weights_path), map_location="cpu")
+            with warnings.catch_warnings():
+                # torch 2.14 warns that TorchScript is deprecated on every load; the warning
+                # would turn the CLI's one-line messages into three lines.
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(resolved.weights_path), map_location="cpu")
         except (RuntimeError, ValueError) as error:
             message = " ".join(str(error).split())[:300]
             raise ModelSpecError(

@@ -218,8 +218,10 @@ def load_image(
 
     try:
         with warnings.catch_warnings():
-            # Pillow warns (and raises past twice its own limit) about large images; our limit,
-            # checked below from the header, is the one that applies.
+            # Pillow warns about images over its own limit, which our limit (checked below from
+            # the header) replaces. Past twice Pillow's limit, Image.open raises before that check.
+            # NOTE: a FRAGILITY_MAX_IMAGE_PIXELS above 2 * Image.MAX_IMAGE_PIXELS (about 179
+            # million pixels with Pillow's default) therefore cannot admit larger images.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_pixels(image.width, image.height, max_pixels, name)
@@ -233,9 +235,10 @@ def load_image(
             image.load()
     except ImageError:
         raise
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as error:
+        # Pillow's message gives the image's pixel count and its limit.
         raise ImageError(
-            f"image {name!r} is over Pillow's decompression-bomb limit; downscale it"
+            f"image {name!r} is over Pillow's decompression-bomb limit ({error}); downscale it"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(
