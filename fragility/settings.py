@@ -34,8 +34,13 @@ class Settings(BaseSettings):
         description="Largest accepted image, in pixels (width x height), before decoding; larger "
         "images are rejected as possible decompression bombs (default 40 megapixels).",
     )
+    max_model_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="Largest weights or TorchScript file for POST /v1/models (default 2 GiB).",
+    )
     max_batch_images: int = Field(
-        200, gt=0, description="Most images in one batch (POST /v1/batches), default 200."
+        200, gt=0, description="Maximum images in one batch (POST /v1/batches), default 200."
     )
     max_batch_upload_bytes: int = Field(
         200 * 1024 * 1024,
@@ -71,8 +76,8 @@ class Settings(BaseSettings):
     worker_pool: str = Field(
         "prefork",
         description="Celery pool: 'prefork' (default; torch is imported only in the forked "
-        "children, so CUDA starts after the fork) or 'solo' (one job at a time in the worker "
-        "process itself).",
+        "pool processes, so CUDA starts after the fork, and time limits are enforced) or 'solo' "
+        "(one job at a time in the worker process itself; Celery enforces no time limit there).",
     )
     torch_threads: int | None = Field(
         None,
@@ -108,8 +113,8 @@ class Settings(BaseSettings):
     @field_validator("worker_pool")
     @classmethod
     def _check_pool(cls, value: str) -> str:
-        if value not in ("prefork", "solo", "threads"):
-            raise ValueError(f"worker_pool must be 'prefork', 'solo' or 'threads', got {value!r}")
+        if value not in ("prefork", "solo"):
+            raise ValueError(f"worker_pool must be 'prefork' or 'solo', got {value!r}")
         return value
 
 
