@@ -81,7 +81,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def derived_seed(seed: int, input_sha256: str, purpose: str) -> int:
-    """A 63-bit seed from the audit seed, the input's hash and a purpose label.
+    """Return a 63-bit seed derived from the audit seed, the input's hash and a purpose label.
 
     Each image's random draws then depend only on the seed and the image, not on the batch.
     """
@@ -90,7 +90,7 @@ def derived_seed(seed: int, input_sha256: str, purpose: str) -> int:
 
 
 def box_mask(box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """(H, W) float mask that is 1 inside [top, bottom) x [left, right).
+    """Return an (H, W) float mask that is 1 inside [top, bottom) x [left, right).
 
     Raises:
         ValueError: the box is empty or not inside the model's input.
@@ -129,10 +129,6 @@ def _check_logits(logits: torch.Tensor, loaded: LoadedModel, batch: int) -> None
             f"model {loaded.reference!r} returned NaN or infinite logits on the input image; "
             "check the weights and the input"
         )
-
-
-def _label_entry(loaded: LoadedModel, index: int, probability: float) -> dict[str, Any]:
-    return {"index": index, "name": loaded.class_name(index), "confidence": probability}
 
 
 def audit_images(
