@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -320,3 +321,47 @@ def test_bomb_header_rejected():
 def test_small_limit_applies():
     with pytest.raises(ImageError, match="over the limit of 100"):
         load_image(encode(gradient_gray(), "PNG"), max_pixels=100, name="ramp.png")
+
+
+def mr_small_bytes(**attributes: object) -> bytes:
+    """MR_small.dcm with the given attributes set, re-encoded."""
+    dataset = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    for key, value in attributes.items():
+        setattr(dataset, key, value)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_dicom_deflated_rejected_before_inflating():
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    dataset = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(ImageError, match="deflated DICOM"):
+        load_image(buffer.getvalue())
+
+
+def test_dicom_header_value_not_leaked(caplog):
+    data = mr_small_bytes(RescaleSlope="9.999999").replace(b"9.999999", b"Doe^Jane")
+    with caplog.at_level("DEBUG"), warnings.catch_warnings(record=True) as emitted:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError) as raised:
+            load_image(data, name="scan")
+    assert "Doe" not in str(raised.value)
+    assert "Doe" not in caplog.text
+    assert not any("Doe" in str(warning.message) for warning in emitted)
+
+
+def test_dicom_window_width_one_thresholds():
+    decoded = load_image(mr_small_bytes(WindowCenter=600, WindowWidth=1))
+    assert set(np.unique(decoded.pixels).tolist()) <= {0.0, 1.0}
+    assert np.isfinite(decoded.pixels).all()
+
+
+def test_dicom_frames_checked_before_decoding():
+    data = mr_small_bytes(Rows=20000, Columns=20000)
+    with pytest.raises(ImageError, match="over the limit"):
+        load_image(data, max_pixels=1_000_000)

@@ -82,12 +82,71 @@ def _first_window(dataset: object) -> tuple[float, float] | None:
     return (center_value, width_value) if width_value >= 1 else None
 
 
+DEFLATED_TRANSFER_SYNTAX = b"1.2.840.10008.1.2.1.99"
+
+
+@dataclass
+class _DicomHeader:
+    """The pixel-geometry and display fields read from a DICOM header, nothing else."""
+
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+    window: tuple[float, float] | None
+    slope: float
+    intercept: float
+
+
+def _file_meta_bytes(data: bytes) -> bytes:
+    """Return the file meta group (0002,xxxx) of a DICOM Part 10 file, from its group length.
+
+    The group starts after the preamble and b"DICM" with (0002,0000) UL, the group's length.
+    """
+    start = DICOM_MAGIC_OFFSET + 4
+    if data[start : start + 6] != b"\x02\x00\x00\x00UL" or len(data) < start + 12:
+        return data[start : start + 1024]
+    group_length = int.from_bytes(data[start + 8 : start + 12], "little")
+    return data[start + 12 : start + 12 + min(group_length, 1 << 16)]
+
+
+def _read_dicom_header(dataset: object) -> _DicomHeader:
+    """Read the fields the decoder needs; raises AttributeError or ValueError on bad values."""
+    window = _first_window(dataset)
+    return _DicomHeader(
+        rows=int(dataset.Rows),
+        columns=int(dataset.Columns),
+        frames=int(getattr(dataset, "NumberOfFrames", 1) or 1),
+        samples=int(getattr(dataset, "SamplesPerPixel", 1)),
+        bits_stored=int(getattr(dataset, "BitsStored", None) or dataset.BitsAllocated),
+        signed=int(getattr(dataset, "PixelRepresentation", 0)) == 1,
+        photometric=str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")),
+        window=window,
+        slope=float(getattr(dataset, "RescaleSlope", 1.0) or 1.0),
+        intercept=float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0),
+    )
+
+
+def _unreadable_dicom(name: str, error: Exception) -> ImageError:
+    # Only the exception's type is reported: the messages of pydicom and of float() can quote
+    # header values, and header values can be patient data.
+    return ImageError(
+        f"image {name!r} is not a readable DICOM image ({type(error).__name__}); "
+        "give an uncompressed or natively supported single-frame DICOM file"
+    )
+
+
 def _decode_dicom(data: bytes, max_pixels: int, name: str) -> DecodedImage:
     """Decode a single-frame gray DICOM file to [0, 1].
 
-    With a VOI window in the file, the rescale slope and intercept and then the first linear
-    window are applied, which is what a DICOM viewer shows. Without one, stored values are
-    divided by 2**BitsStored - 1 (signed values shifted first).
+    The header is read and checked (pixel limit, one frame, one sample) before any pixel data
+    is decoded. Deflated files are rejected, because pydicom inflates the whole data set in
+    memory before anything can be checked. With a VOI window in the file, the rescale slope and
+    intercept and then the first linear window are applied, which is what a DICOM viewer shows.
+    Without one, stored values are divided by 2**BitsStored - 1 (signed values shifted first).
     """
     try:
         import pydicom
@@ -97,61 +156,76 @@ def _decode_dicom(data: bytes, max_pixels: int, name: str) -> DecodedImage:
             f"image {name!r} is DICOM but pydicom is not installed; "
             "install it with pip install 'fragility-audit[engine]'"
         ) from None
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=False)
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-        _check_pixels(columns, rows, max_pixels, name)
-        frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
-        samples = int(getattr(dataset, "SamplesPerPixel", 1))
-        bits_stored = int(getattr(dataset, "BitsStored", dataset.BitsAllocated))
-        signed = int(getattr(dataset, "PixelRepresentation", 0)) == 1
-        photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
-        values = dataset.pixel_array
-    except ImageError:
-        raise
-    except (
-        InvalidDicomError,
-        AttributeError,
-        ValueError,
-        KeyError,
-        OSError,
-        RuntimeError,
-    ) as error:
-        # The message of a pydicom error never contains element values, only their tags.
+    if DEFLATED_TRANSFER_SYNTAX in _file_meta_bytes(data):
         raise ImageError(
-            f"image {name!r} is not a readable DICOM image ({type(error).__name__}); "
-            "give an uncompressed or natively supported single-frame DICOM file"
-        ) from None
-    if frames != 1 or samples != 1:
-        raise ImageError(
-            f"image {name!r} is DICOM with {frames} frame(s) and {samples} sample(s) per pixel; "
-            "only single-frame gray images are supported, so export one frame"
+            f"image {name!r} is a deflated DICOM file, which is not accepted because it can "
+            "inflate to any size; export it with an uncompressed or JPEG transfer syntax"
         )
-    values = values.astype(np.float64)
-    window = _first_window(dataset)
-    if window is not None:
-        center, width = window
-        slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
+    readable_errors = (InvalidDicomError, AttributeError, ValueError, KeyError, OSError, TypeError)
+    # pydicom warns and logs about invalid values by quoting them, and a value can be patient
+    # data: its warnings are suppressed here and its logger is limited to errors.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = _read_dicom_header(
+                pydicom.dcmread(io.BytesIO(data), force=False, stop_before_pixels=True)
+            )
+    except readable_errors as error:
+        raise _unreadable_dicom(name, error) from None
+    _check_pixels(header.columns, header.rows * header.frames, max_pixels, name)
+    if header.frames != 1 or header.samples != 1:
+        raise ImageError(
+            f"image {name!r} is DICOM with {header.frames} frame(s) and {header.samples} "
+            "sample(s) per pixel; only single-frame gray images are supported, so export one frame"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = pydicom.dcmread(io.BytesIO(data), force=False).pixel_array
+    except (*readable_errors, RuntimeError, NotImplementedError) as error:
+        raise _unreadable_dicom(name, error) from None
+    if values.shape != (header.rows, header.columns):
+        raise ImageError(
+            f"image {name!r} has pixel data of shape {values.shape}, not the "
+            f"{header.rows}x{header.columns} its header gives; the file is corrupt"
+        )
+    return _dicom_to_unit_range(values.astype(np.float64), header, name)
+
+
+def _dicom_to_unit_range(values: np.ndarray, header: _DicomHeader, name: str) -> DecodedImage:
+    """Map stored DICOM values (H, W) to [0, 1] with the file's window, else its bit depth."""
+    bits = header.bits_stored
+    if header.window is not None:
+        center, width = header.window
         # DICOM PS3.3 C.11.2.1.2: the modality LUT (rescale), then the linear VOI window.
-        modality = values * slope + intercept
-        pixels = np.clip((modality - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+        modality = values * header.slope + header.intercept
+        if width <= 1:
+            # A width of 1 is a threshold at center - 0.5; the general formula divides by 0.
+            pixels = (modality > center - 0.5).astype(np.float64)
+        else:
+            pixels = np.clip((modality - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
         notes = [
-            f"DICOM {photometric}, {bits_stored} bits stored, rescaled and windowed with the "
+            f"DICOM {header.photometric}, {bits} bits stored, rescaled and windowed with the "
             f"file's first window (center {center:g}, width {width:g})"
         ]
     else:
-        notes = [f"DICOM {photometric}, {bits_stored} bits stored, scaled by 2**{bits_stored} - 1"]
-        if signed:
+        notes = [f"DICOM {header.photometric}, {bits} bits stored, scaled by 2**{bits} - 1"]
+        if header.signed:
             # Shift two's-complement values so the stored range starts at zero.
-            values = values + 2 ** (bits_stored - 1)
+            values = values + 2 ** (bits - 1)
             notes.append("signed values shifted by 2**(BitsStored-1)")
-        pixels = np.clip(values / (2**bits_stored - 1), 0.0, 1.0)
-    if photometric == "MONOCHROME1":
+        pixels = np.clip(values / (2**bits - 1), 0.0, 1.0)
+    if header.photometric == "MONOCHROME1":
         pixels = 1.0 - pixels  # MONOCHROME1 shows the minimum value as white
         notes.append("MONOCHROME1 inverted so that bright means high")
+    if not np.isfinite(pixels).all():
+        raise ImageError(
+            f"image {name!r} has rescale or window values that give non-finite pixels; "
+            "check RescaleSlope, RescaleIntercept and the VOI window"
+        )
     pixels = pixels.astype(np.float32)[:, :, None]
-    return DecodedImage(pixels=pixels, source_format="DICOM", bit_depth=bits_stored, notes=notes)
+    return DecodedImage(pixels=pixels, source_format="DICOM", bit_depth=bits, notes=notes)
 
 
 def _pil_to_array(image: Image.Image, name: str) -> tuple[np.ndarray, int, list[str]]:
