@@ -84,7 +84,7 @@ def test_zero_gradient_on_all_steps_never_robust():
 
     assert result.verdict == "inconclusive"
     assert "gradient" in result.reason
-    assert "all 20 steps" in result.reason
+    assert "20 of 20 steps" in result.reason
 
 
 def test_zero_gradient_but_map_moved_is_fragile():
@@ -93,8 +93,14 @@ def test_zero_gradient_but_map_moved_is_fragile():
     assert result.verdict == "fragile"
 
 
-def test_one_usable_gradient_step_can_be_robust():
-    assert verdict_for(attack_gradient_steps=1).verdict == "robust"
+def test_mostly_zero_gradient_not_robust():
+    result = verdict_for(attack_gradient_steps=9)
+    assert result.verdict == "inconclusive"
+    assert "11 of 20 steps" in result.reason
+
+
+def test_half_usable_gradient_can_be_robust():
+    assert verdict_for(attack_gradient_steps=10).verdict == "robust"
 
 
 def test_random_only_is_not_robust():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIN_USABLE_GRADIENT_FRACTION = 0.5
+"""A robust verdict needs a usable attack gradient on at least this share of the steps."""
+
 
 @dataclass
 class Verdict:
@@ -34,8 +37,8 @@ def decide_verdict(
     2. Fragile when the attack or the baseline found a label-preserving perturbation whose
        top-k intersection is below ``threshold``: the map demonstrably moved.
     3. Inconclusive when the attack could not search: no label-preserving iterate, or a
-       gradient that was unusable (None, zero or not finite) at every step. A map is never
-       called robust because its attack gradient vanished.
+       gradient that was unusable (None, zero or not finite) at more than half of the steps.
+       A map is never called robust because its attack gradient vanished.
     4. Inconclusive when only the random attack ran, which cannot show robustness.
     5. Otherwise robust: the search ran and the map kept at least ``threshold`` of its top k.
 
@@ -74,12 +77,13 @@ def decide_verdict(
             "only random-sign perturbations were tried, and maps that survive random noise can "
             "still move under a gradient attack; run the topk or center_of_mass attack",
         )
-    if attack_gradient_steps == 0:
+    if attack_gradient_steps < MIN_USABLE_GRADIENT_FRACTION * steps:
         return Verdict(
             "inconclusive",
-            f"the {attack_name} attack's gradient was None, zero or not finite at all {steps} "
-            "steps, so the search never moved; this happens when activations cannot be "
-            "smoothed (for example inside TorchScript models)",
+            f"the {attack_name} attack's gradient was None, zero or not finite at "
+            f"{steps - attack_gradient_steps} of {steps} steps, so the search barely moved; "
+            "this happens when activations cannot be smoothed (for example inside TorchScript "
+            "models)",
         )
     return Verdict(
         "robust",
