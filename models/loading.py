@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # torch's message is several paragraphs with terminal escape codes; only the name of
+        # the rejected Python object helps the user.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        rejected = f" (it references {found.group(1)})" if found else ""
         raise ModelSpecError(
-            f"weights file {str(path)!r} contains pickled objects that are not plain tensors and "
-            f"will not be unpickled ({first_line}); save only the state_dict "
-            "(torch.save(model.state_dict(), path)) or use safetensors"
+            f"weights file {str(path)!r} contains pickled Python objects{rejected}, which are "
+            "never unpickled; save only the state_dict (torch.save(model.state_dict(), path)) "
+            "or use safetensors"
         ) from None
     except (
         RuntimeError,

@@ -199,8 +199,19 @@ def handle_audit(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
     for image in args.images:
+        if image.is_dir():
+            raise CommandError(
+                f"{str(image)!r} is a directory; give image files, for example {image}/*.png"
+            )
         if not image.is_file():
             raise CommandError(f"image {str(image)!r} not found")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(
+            f"--out {str(args.out)!r} cannot be used as the output directory "
+            f"({error.strerror}); give a writable directory path"
+        ) from None
 
     from fragility.settings import get_settings
     from models.spec import ModelSpecError

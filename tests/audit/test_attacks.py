@@ -85,6 +85,8 @@ def test_attack_stays_in_budget_and_keeps_label(loaded, items, audits, attack):
         assert report["attack"]["found_label_preserving"] is True
         assert report["attack"]["steps"] == STEPS
         assert 1 <= report["attack"]["best_step"] <= STEPS
+        # The returned iterate was selected because it scored above the unperturbed input.
+        assert report["attack"]["selection_score"] > report["attack"]["selection_score_original"]
         assert report["perturbation"]["linf"] <= EPSILON + TOLERANCE
         assert report["baseline"]["perturbation"]["linf"] <= EPSILON + TOLERANCE
 

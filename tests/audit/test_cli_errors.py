@@ -163,7 +163,7 @@ CASES = {
     ),
     "weights pickled object": (
         lambda f: (SAMPLE, ["--model", f["pickled"]], {}),
-        ["pickled.pt", "contains pickled objects", "safetensors"],
+        ["pickled.pt", "contains pickled Python objects", "safetensors"],
     ),
     "output not (N, classes)": (
         lambda f: (SAMPLE, ["--model", f["pairs"]], {}),

@@ -116,3 +116,14 @@ def test_random_only_can_be_fragile():
     result = verdict_for(attack_name="random", attack_uses_gradient=False, attack_topk=0.3)
 
     assert result.verdict == "fragile"
+
+
+def test_short_search_not_robust():
+    result = verdict_for(epsilon=8 / 255, step_size=0.25 / 255)
+    assert result.verdict == "inconclusive"
+    assert "at most 5.0/255, less than epsilon 8.0/255" in result.reason
+
+
+def test_short_search_can_be_fragile():
+    result = verdict_for(epsilon=8 / 255, step_size=0.25 / 255, attack_topk=0.1)
+    assert result.verdict == "fragile"

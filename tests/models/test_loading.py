@@ -138,10 +138,11 @@ def test_pickled_object_rejected_without_running(tmp_path):
     torch.save(payload, tmp_path / "evil.pt")
     spec = write_spec(tmp_path, "evil", "evil.pt", **RESNET_SPEC)
 
-    with pytest.raises(ModelSpecError, match="contains pickled objects") as caught:
+    with pytest.raises(ModelSpecError, match="contains pickled Python objects") as caught:
         load_model(str(spec))
 
     assert "evil.pt" in str(caught.value)
+    assert "\x1b" not in str(caught.value), "torch's terminal escape codes leaked"
     assert not marker.exists(), "the pickled object's __reduce__ ran during loading"
 
 
@@ -149,7 +150,7 @@ def test_pickled_module_rejected(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=10), tmp_path / "whole.pt")
     spec = write_spec(tmp_path, "whole", "whole.pt", **RESNET_SPEC)
 
-    with pytest.raises(ModelSpecError, match="contains pickled objects"):
+    with pytest.raises(ModelSpecError, match="contains pickled Python objects"):
         load_model(str(spec))
 
 

@@ -239,6 +239,8 @@ def audit_images(
         baseline_attack.problem = problem_for("baseline")
         baseline = run_attack(baseline_attack, context.scaled(0.7, 0.95))
 
+        # The selection score of the unperturbed input, so a reader sees how far it moved.
+        original_scores = attack.dissimilarity(original_maps).cpu()
         rounded = torch.round(outcome.perturbed * 255) / 255
         problem = attack.problem
         perturbed_logits, perturbed_maps = problem.evaluate(outcome.perturbed)
@@ -259,6 +261,7 @@ def audit_images(
             original_maps=original_maps,
             outcome=outcome,
             attack_uses_gradient=attack.uses_gradient,
+            original_scores=original_scores,
             perturbed_logits=perturbed_logits,
             perturbed_maps=perturbed_maps,
             baseline=baseline,
@@ -312,6 +315,7 @@ def _image_report(
     original_maps: torch.Tensor,
     outcome: AttackOutcome,
     attack_uses_gradient: bool,
+    original_scores: torch.Tensor,
     perturbed_logits: torch.Tensor,
     perturbed_maps: torch.Tensor,
     baseline: AttackOutcome,
@@ -359,6 +363,8 @@ def _image_report(
         baseline_topk=baseline_metrics["topk_intersection"],
         steps=outcome.steps,
         threshold=params.fragile_threshold,
+        epsilon=params.epsilon,
+        step_size=params.resolved_step_size,
     )
     warnings = []
     nonzero = int((original_map != 0).sum())
@@ -397,6 +403,7 @@ def _image_report(
             "steps": outcome.steps,
             "best_step": int(outcome.best_step[i]),
             "selection_score": float(outcome.score[i]),
+            "selection_score_original": float(original_scores[i]),
             "selection_rule": SELECTION_RULES[outcome.name],
             "label_preserving_steps": int(outcome.label_preserving_steps[i]),
             "zero_gradient_steps": int(outcome.zero_gradient_steps[i]),

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from worker.audit.metrics.topk import topk_mask
@@ -73,8 +74,10 @@ def save_comparison_figure(
 ) -> None:
     """Draw the original, attacked and random-baseline images with their maps, side by side.
 
-    Circles mark each map's top-k pixels, so a reader sees which of them moved. The
-    perturbation panels show (perturbed - original) scaled so that +-epsilon spans the range.
+    Circles mark each map's top-k pixels, so a reader sees which of them moved, and a green
+    rectangle marks the target box of the targeted and manipulate attacks. The perturbation
+    panel shows (perturbed - original) in 8-bit levels, with +-epsilon spanning the colour scale.
+    Each map is coloured on its own scale, from zero to its maximum.
     """
     epsilon = float(report["params"]["epsilon"])
     fig, axes = plt.subplots(2, 4, figsize=(12, 7.2))
@@ -98,10 +101,16 @@ def save_comparison_figure(
         f"random baseline: {base['label']['perturbed_name']} "
         f"({base['label']['perturbed_confidence']:.2f})",
     )
-    delta = (perturbed - original).mean(0).numpy()
-    axes[0, 3].imshow(delta, cmap="coolwarm", vmin=-epsilon, vmax=epsilon)
-    axes[0, 3].set_title(f"attack perturbation (±{epsilon * 255:.1f}/255)", fontsize=8)
+    delta = (perturbed - original).mean(0).numpy() * 255
+    shown = axes[0, 3].imshow(delta, cmap="coolwarm", vmin=-epsilon * 255, vmax=epsilon * 255)
+    linf = report["perturbation"]["linf"] * 255
+    axes[0, 3].set_title(
+        f"attack perturbation, max |Δ| {linf:.1f}/255\n(red brighter, blue darker)", fontsize=8
+    )
     axes[0, 3].axis("off")
+    colorbar = fig.colorbar(shown, ax=axes[0, 3], fraction=0.046, pad=0.02)
+    colorbar.set_label("Δ in 8-bit levels", fontsize=7)
+    colorbar.ax.tick_params(labelsize=7)
 
     masks = [topk_mask(m[None], k)[0] for m in (original_map, perturbed_map, baseline_map)]
     _show_map(axes[1, 0], original_map, masks[0], f"original map (top {k} circled)")
@@ -118,6 +127,20 @@ def save_comparison_figure(
         f"random map: top-k ∩ {base['metrics']['topk_intersection']:.2f}, "
         f"ρ {base['metrics']['spearman']:.2f}",
     )
+    box = report["params"].get("target_box")
+    if box:
+        top, left, bottom, right = box
+        for axis in axes[1, :3]:
+            axis.add_patch(
+                Rectangle(
+                    (left - 0.5, top - 0.5),
+                    right - left,
+                    bottom - top,
+                    fill=False,
+                    edgecolor="lime",
+                    linewidth=1.2,
+                )
+            )
     moved = masks[0] & ~masks[1]
     overlay = np.zeros((*original_map.shape, 3), dtype=np.uint8)
     overlay[masks[0].numpy() & masks[1].numpy()] = (200, 200, 200)
@@ -129,6 +152,6 @@ def save_comparison_figure(
     fig.suptitle(
         f"verdict: {report['verdict']} — {report['verdict_reason']}", fontsize=9, wrap=True
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.93), h_pad=2.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.95), h_pad=2.0)
     fig.savefig(path, dpi=110)
     plt.close(fig)

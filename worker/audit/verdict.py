@@ -28,6 +28,8 @@ def decide_verdict(
     baseline_topk: float,
     steps: int,
     threshold: float,
+    epsilon: float = 1.0,
+    step_size: float = 1.0,
 ) -> Verdict:
     """Decide the verdict from the attack and the random baseline.
 
@@ -40,11 +42,15 @@ def decide_verdict(
        gradient that was unusable (None, zero or not finite) at more than half of the steps.
        A map is never called robust because its attack gradient vanished.
     4. Inconclusive when only the random attack ran, which cannot show robustness.
-    5. Otherwise robust: the search ran and the map kept at least ``threshold`` of its top k.
+    5. Inconclusive when steps x step_size < epsilon: the search could not reach the edge of
+       the budget, so a map that held proves little.
+    6. Otherwise robust: the search ran and the map kept at least ``threshold`` of its top k.
 
     Args:
         attack_gradient_steps: steps whose attack gradient was usable.
         threshold: top-k intersection below which the map is fragile.
+        epsilon, step_size: the budget and the step, in pixel units; defaults that never
+            trigger rule 5.
     """
     if original_map_is_zero:
         return Verdict(
@@ -84,6 +90,14 @@ def decide_verdict(
             f"{steps - attack_gradient_steps} of {steps} steps, so the search barely moved; "
             "this happens when activations cannot be smoothed (for example inside TorchScript "
             "models)",
+        )
+    reach = steps * step_size
+    if reach < epsilon:
+        return Verdict(
+            "inconclusive",
+            f"{steps} steps of {step_size * 255:.2f}/255 move a pixel at most "
+            f"{reach * 255:.1f}/255, less than epsilon {epsilon * 255:.1f}/255, so the search "
+            "could not use the whole budget; raise the steps or the step size",
         )
     return Verdict(
         "robust",
