@@ -18,8 +18,8 @@ DEMO_IMAGES := models/builtin/samples/digits_cnn_3_0649.png \
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch comes from pip, which finds the wheels on this machine's disk; uv and poetry would
-	# download a CUDA build of several GB.
+	# pip finds these wheels in the machine's local wheel cache; uv and poetry do not look there
+	# and would download them. The x86_64 wheel is a CUDA build: .venv takes about 6 GB.
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[engine,service,dev]'
 	touch $(STAMP)
