@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.errors import install_error_handlers
-from app.limits import FORM_OVERHEAD_BYTES, BodyLimitMiddleware
+from app.limits import BodyLimit, BodyLimitMiddleware
 from app.metrics import JobCollector, RequestMetrics
 from app.routes import audits, batches, health, job_types, jobs, models
 from app.services import build_services
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
         app.state.submission_limiter = anyio.CapacityLimiter(audits.SUBMISSION_THREADS)
+        app.state.batch_limiter = anyio.CapacityLimiter(batches.BATCH_THREADS)
         try:
             failed = services.jobs.fail_undispatched(UNDISPATCHED_GRACE_S)
         except TRANSIENT_REDIS_ERRORS as error:
@@ -70,16 +71,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (audits, batches, jobs, models, job_types, health):
         app.include_router(module.router)
 
-    def body_limit(method: str, path: str) -> tuple[int, str] | None:
+    def body_limit(method: str, path: str) -> BodyLimit | None:
         if method != "POST":
             return None
         if path == "/v1/audits":
-            return settings.max_upload_bytes + FORM_OVERHEAD_BYTES, "image"
+            return BodyLimit("image", "FRAGILITY_MAX_UPLOAD_BYTES", settings.max_upload_bytes)
         if path == "/v1/batches":
-            return settings.max_batch_upload_bytes + FORM_OVERHEAD_BYTES, "files"
+            return BodyLimit(
+                "files", "FRAGILITY_MAX_BATCH_UPLOAD_BYTES", settings.max_batch_upload_bytes
+            )
         if path == "/v1/models":
-            return settings.max_model_bytes + FORM_OVERHEAD_BYTES, "weights"
-        return FORM_OVERHEAD_BYTES, "body"
+            return BodyLimit("weights", "FRAGILITY_MAX_MODEL_BYTES", settings.max_model_bytes)
+        return BodyLimit("body")
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(RequestMetrics, registry=registry)

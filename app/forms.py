@@ -8,12 +8,20 @@ submission together. ``AuditForm`` documents the fields in OpenAPI (see request_
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from app.errors import ApiError
+
+# Text fields a form may have. The audit form has far fewer, so this only stops a request with
+# thousands of parts before the checks below name the unknown field.
+MAX_FORM_FIELDS = 100
 
 
 class AuditForm(BaseModel):
@@ -68,6 +76,44 @@ def request_body_schema(file_field: str, description: str, many: bool) -> dict[s
     }
 
 
+@asynccontextmanager
+async def multipart_form(
+    request: Request, file_field: str, max_files: int, too_many_files: str
+) -> AsyncIterator[FormData]:
+    """Parse a multipart form with limits on its parts, and close its files afterwards.
+
+    Starlette stops reading at ``max_files`` files or MAX_FORM_FIELDS text fields and raises a
+    400 with its own message. This turns both into 422 errors in this API's format.
+
+    Args:
+        request: the request.
+        file_field: the form field that holds the files, named in the error.
+        max_files: files Starlette reads before it stops.
+        too_many_files: the error detail when the form has more than ``max_files`` files.
+
+    Raises:
+        ApiError: 422 naming ``file_field`` for too many files, 422 for too many text fields.
+    """
+    try:
+        form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS)
+    except HTTPException as error:
+        # Starlette's messages are the only way to tell its limits apart from a malformed body.
+        detail = str(error.detail)
+        if error.status_code == 400 and detail.startswith("Too many files"):
+            raise ApiError(422, too_many_files, file_field) from None
+        if error.status_code == 400 and detail.startswith("Too many fields"):
+            known = ", ".join((file_field, *TEXT_FIELDS))
+            raise ApiError(
+                422,
+                f"the form has more than {MAX_FORM_FIELDS} text fields; the fields are {known}",
+            ) from None
+        raise
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
 def files_of(form: FormData, field: str) -> list[UploadFile]:
     """Return the uploaded files of ``field``.
 
@@ -79,6 +125,25 @@ def files_of(form: FormData, field: str) -> list[UploadFile]:
         if not isinstance(value, UploadFile):
             raise ApiError(422, f"{field}: must be a file upload, got a text field", field)
     return values
+
+
+def parse_json_field(text: str, field: str) -> Any:
+    """Parse the JSON text of a form field.
+
+    Raises:
+        ApiError: 422 naming ``field`` when the text is not JSON or nests too deeply for the
+            parser (Python's json module raises RecursionError at about 1000 levels).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ApiError(
+            422, f"{field}: not valid JSON ({error.msg} at position {error.pos})", field
+        ) from None
+    except RecursionError:
+        raise ApiError(
+            422, f"{field}: the JSON nests too deeply to parse; give a flat JSON object", field
+        ) from None
 
 
 def audit_params_from_form(form: FormData, file_field: str) -> dict[str, Any]:
@@ -107,12 +172,7 @@ def audit_params_from_form(form: FormData, file_field: str) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     text = named.pop("params", None)
     if text is not None:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ApiError(
-                422, f"params: not valid JSON ({error.msg} at position {error.pos})", "params"
-            ) from None
+        raw = parse_json_field(text, "params")
         if not isinstance(raw, dict):
             raise ApiError(
                 422, f"params: must be a JSON object, got {type(raw).__name__}", "params"

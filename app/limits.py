@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -11,6 +12,39 @@ from app.errors import ApiError
 
 # Room for the multipart boundaries and the small form fields around the files.
 FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """The body limit of one route.
+
+    Attributes:
+        field: the request field named in the error.
+        setting: the FRAGILITY_ setting behind the limit, or None for a fixed limit.
+        setting_bytes: the setting's value; the limit is that plus FORM_OVERHEAD_BYTES.
+    """
+
+    field: str
+    setting: str | None = None
+    setting_bytes: int = 0
+
+    @property
+    def limit_bytes(self) -> int:
+        """Largest accepted request body, in bytes."""
+        return self.setting_bytes + FORM_OVERHEAD_BYTES
+
+    def message(self) -> str:
+        """Return the 413 error detail, which names the limit and the setting that raises it."""
+        if self.setting is None:
+            return (
+                f"{self.field}: the request body is over the limit of {self.limit_bytes} bytes "
+                "for this route; send a smaller body"
+            )
+        return (
+            f"{self.field}: the request body is over the limit of {self.limit_bytes} bytes, "
+            f"which is {self.setting} ({self.setting_bytes}) plus {FORM_OVERHEAD_BYTES} bytes "
+            f"for the rest of the form; send a smaller file or raise {self.setting}"
+        )
 
 
 class BodyLimitMiddleware:
@@ -21,13 +55,11 @@ class BodyLimitMiddleware:
 
     Args:
         app: the ASGI app to wrap.
-        limit_for: maps (method, path) to (limit in bytes, field name for the error), or None
-            for requests without a limit of their own.
+        limit_for: maps (method, path) to the route's BodyLimit, or None for requests without
+            a limit of their own.
     """
 
-    def __init__(
-        self, app: ASGIApp, limit_for: Callable[[str, str], tuple[int, str] | None]
-    ) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str, str], BodyLimit | None]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -39,11 +71,7 @@ class BodyLimitMiddleware:
         if rule is None:
             await self.app(scope, receive, send)
             return
-        limit, field = rule
-        message = (
-            f"{field}: the request body is over the limit of {limit} bytes; send a smaller file "
-            "or raise the limit in the service settings"
-        )
+        limit, field, message = rule.limit_bytes, rule.field, rule.message()
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

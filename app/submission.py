@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from app.errors import ApiError, validation_error
 from app.services import Services
-from models.spec import BUILTIN_PREFIX, list_builtin_models
+from models.spec import BUILTIN_PREFIX, list_builtin_models, read_spec
 from worker.jobs import JobType
 from worker.store import BatchRecord, JobRecord
 from worker.store.files import is_valid_id
@@ -20,15 +21,25 @@ logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
-def _builtin_models() -> dict[str, object]:
+def _builtin_models() -> dict[str, Path]:
     # The bundled models ship with the package and do not change while the API runs.
     return list_builtin_models()
 
 
-def check_model_reference(reference: str, services: Services, field: str = "model") -> None:
+@lru_cache(maxsize=32)
+def _builtin_input_size(name: str) -> tuple[int, int]:
+    return read_spec(_builtin_models()[name]).spec.input_size
+
+
+def check_model_reference(
+    reference: str, services: Services, field: str = "model"
+) -> tuple[int, int] | None:
     """Accept "builtin:NAME" or the id of a usable registered model, and nothing else.
 
     A server path is never accepted over HTTP: the worker maps a registered id to its stored spec.
+
+    Returns:
+        The model's input size (height, width) from its spec, or None when the spec lacks it.
 
     Raises:
         ApiError: 422 naming ``field`` for an unknown builtin, an unknown id, a model whose weights
@@ -42,7 +53,7 @@ def check_model_reference(reference: str, services: Services, field: str = "mode
             raise ApiError(
                 422, f"{field}: unknown builtin model {reference!r}; known: {known}", field
             )
-        return
+        return _builtin_input_size(name)
     if is_valid_id(reference):
         record = services.models.get(reference)
         if record is None:
@@ -58,7 +69,8 @@ def check_model_reference(reference: str, services: Services, field: str = "mode
                 f"{record.status_message}; register a corrected model",
                 field,
             )
-        return
+        size = record.spec.get("input_size")
+        return (int(size[0]), int(size[1])) if isinstance(size, list) and len(size) == 2 else None
     raise ApiError(
         422,
         f"{field}: must be 'builtin:NAME' or the id of a registered model (see GET /v1/models), "
@@ -87,8 +99,43 @@ def validate_params(
         raise validation_error(error, prefix) from None
     model = getattr(validated, "model", None)
     if isinstance(model, str):
-        check_model_reference(model, services, ".".join([*prefix, "model"]))
+        input_size = check_model_reference(model, services, ".".join([*prefix, "model"]))
+        if input_size is not None:
+            check_against_input_size(validated, model, input_size, prefix)
     return validated.model_dump(mode="json", exclude_unset=True)
+
+
+def check_against_input_size(
+    validated: BaseModel, model: str, input_size: tuple[int, int], prefix: Sequence[str] = ()
+) -> None:
+    """Check ``k`` and ``target_box``, where the parameters have them, against the model's input.
+
+    The worker checks the same after loading the model; checking here turns a job that would
+    fail into a 422.
+
+    Raises:
+        ApiError: 422 naming ``k`` or ``target_box``.
+    """
+    height, width = input_size
+    pixels = height * width
+    k = getattr(validated, "k", None)
+    if isinstance(k, int) and k > pixels:
+        field = ".".join([*prefix, "k"])
+        raise ApiError(
+            422,
+            f"{field}: k={k} is over the {pixels} pixels of the {height}x{width} input of model "
+            f"{model}; give k <= {pixels}, or omit it for 2% of the pixels",
+            field,
+        )
+    box = getattr(validated, "target_box", None)
+    if box is not None and (box[2] > height or box[3] > width):
+        field = ".".join([*prefix, "target_box"])
+        raise ApiError(
+            422,
+            f"{field}: {list(box)} does not fit the {height}x{width} input of model {model}; "
+            f"give [top, left, bottom, right) with bottom <= {height} and right <= {width}",
+            field,
+        )
 
 
 def _fail_not_enqueued(services: Services, job_ids: Sequence[str], error: Exception) -> None:

@@ -22,6 +22,7 @@ file name reaches the service.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,18 @@ from typing import Any
 
 import httpx
 
+logger = logging.getLogger(__name__)
+
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+# Statuses of a poll that a restarting API or a proxy in front of it returns; wait() retries
+# them like a connection error.
+RETRIED_STATUSES = frozenset({502, 503, 504})
+
+# Default seconds wait() and wait_batch() keep retrying failed polls before they give up, and
+# the longest pause between two tries.
+POLL_RETRY_S = 120.0
+MAX_RETRY_DELAY_S = 10.0
 
 # Audit parameters sent as their own form fields; any other parameter goes in the JSON "params".
 FORM_FIELDS = ("method", "attack", "epsilon", "steps", "step_size", "k", "seed")
@@ -207,26 +219,60 @@ class FragilityClient:
 
     # Waiting ----------------------------------------------------------------------------------
 
+    def _poll(
+        self, fetch: Callable[[], dict[str, Any]], what: str, retry_s: float, poll_s: float
+    ) -> dict[str, Any]:
+        """Call ``fetch`` and retry it while the service is unreachable or returns 502 to 504.
+
+        Retries start ``poll_s`` (at least 0.1 s) apart and double up to MAX_RETRY_DELAY_S, for
+        at most ``retry_s`` seconds. After that the last error is raised.
+        """
+        deadline = time.monotonic() + retry_s
+        delay = max(poll_s, 0.1)
+        failures = 0
+        while True:
+            try:
+                return fetch()
+            except (ServiceUnreachableError, ApiError) as error:
+                if isinstance(error, ApiError) and error.status_code not in RETRIED_STATUSES:
+                    raise
+                failures += 1
+                if time.monotonic() + delay > deadline:
+                    raise
+                if failures == 1:
+                    logger.warning(
+                        "polling %s failed (%s); retrying for up to %.0f s", what, error, retry_s
+                    )
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_RETRY_DELAY_S)
+
     def wait(
         self,
         job_id: str,
         poll_s: float = 0.5,
         timeout_s: float | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        retry_s: float = POLL_RETRY_S,
     ) -> dict[str, Any]:
         """Poll the job until it has a final status and return it.
+
+        A poll that fails because the service is unreachable or returns 502, 503 or 504 (an API
+        restart) is retried with backoff for up to ``retry_s`` seconds.
 
         Args:
             poll_s: seconds between polls.
             timeout_s: give up after this many seconds; None waits forever.
             on_update: called with the job after every poll (for a progress bar).
+            retry_s: seconds to keep retrying a failed poll. Default 120.
 
         Raises:
             TimeoutError: the job was not final after ``timeout_s``.
+            ServiceUnreachableError, ApiError: a poll still failed after ``retry_s``, or the
+                service answered another error.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            job = self.job(job_id)
+            job = self._poll(lambda: self.job(job_id), f"job {job_id}", retry_s, poll_s)
             if on_update is not None:
                 on_update(job)
             if job["status"] in FINAL_STATUSES:
@@ -241,11 +287,12 @@ class FragilityClient:
         poll_s: float = 1.0,
         timeout_s: float | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        retry_s: float = POLL_RETRY_S,
     ) -> dict[str, Any]:
         """Poll the batch until every job has a final status and return it (see wait)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            batch = self.batch(batch_id)
+            batch = self._poll(lambda: self.batch(batch_id), f"batch {batch_id}", retry_s, poll_s)
             if on_update is not None:
                 on_update(batch)
             if batch["done"]:

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         description="Largest batch request body and largest uncompressed zip content, in bytes "
         "(default 200 MiB); each image in it must also stay under max_upload_bytes.",
     )
+    max_batch_pixels: int = Field(
+        500_000_000,
+        gt=0,
+        description="Most pixels (width x height, summed over the images) in one batch, read "
+        "from the image headers before any image is decoded, because the API decodes every "
+        "image of a batch as a check (default 500 million: 200 images of about 1580x1580, or "
+        "12 images at the 40-megapixel image limit).",
+    )
     time_limits: dict[str, tuple[int, int]] = Field(
         default_factory=dict,
         description="Per job type [soft, hard] time limits in seconds, overriding the job type's "
@@ -63,8 +71,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3,
         ge=1,
-        description="Deliveries of one job (first run plus runs after a worker process was "
-        "lost) before it fails as lost; stops a job that kills its worker from looping forever.",
+        description="Deliveries of one job whose worker process was lost (killed, out of "
+        "memory) before the job fails as WorkerLost; stops a job that kills its worker from "
+        "looping forever. Retries after a Redis error do not count.",
     )
     worker_concurrency: int = Field(
         1, ge=1, description="Worker processes per `fragility worker` (default 1)."

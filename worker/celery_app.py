@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery, signals
@@ -30,6 +31,9 @@ from kombu.transport import redis as kombu_redis
 
 from fragility.settings import Settings, get_settings
 from worker.jobs import JOB_TYPES, JobType
+
+if TYPE_CHECKING:
+    from worker.store import WorkerHeartbeats
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def visibility_timeout(settings: Settings) -> int:
 
 
 class _QoS(kombu_redis.QoS):
-    """kombu's Redis QoS, usable on a channel whose transport was collected.
+    """kombu's Redis QoS that survives a collected transport and Redis error replies.
 
     After a lost broker connection (a Redis restart), Celery 5.7 collects the transport, which
     sets its client to None, but then still uses the old channel twice: closing it restores the
@@ -74,9 +78,12 @@ class _QoS(kombu_redis.QoS):
     with "Unrecoverable error". On such a channel this class skips the restore and sends
     acknowledgements and rejections through a new connection to the broker.
 
-    NOTE: this overrides kombu 5.7 internals (restore_unacked, pipe_or_acquire, restore_by_tag);
-    tests/service/test_recovery.py restarts Redis mid-job to catch a kombu release that changes
-    them.
+    An acknowledgement or rejection that Redis answers with an error reply (OOM, MISCONF,
+    READONLY) is logged, and the message stays unacknowledged, instead of stopping the worker.
+
+    NOTE: this overrides kombu 5.7 internals (restore_unacked, pipe_or_acquire, restore_by_tag,
+    ack, reject); tests/service/test_recovery.py restarts Redis mid-job to catch a kombu release
+    that changes them.
     """
 
     def _collected(self) -> bool:
@@ -112,6 +119,33 @@ class _QoS(kombu_redis.QoS):
             return
         with super().pipe_or_acquire(pipe, client) as acquired:
             yield acquired
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except redis.ResponseError as error:
+            # Celery survives only connection errors here; an error reply (OOM, MISCONF,
+            # READONLY) would stop the worker with "Unrecoverable error". The message stays in
+            # the unacked hash, Redis delivers it again after the visibility timeout, and
+            # JobStore.start drops it when its job is final.
+            logger.error(
+                "could not acknowledge message %s (%s); it is delivered again after the "
+                "visibility timeout",
+                delivery_tag,
+                error,
+            )
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except redis.ResponseError as error:
+            # As in ack: the message stays unacknowledged and is delivered again later.
+            logger.error(
+                "could not reject message %s (%s); it is delivered again after the "
+                "visibility timeout",
+                delivery_tag,
+                error,
+            )
 
     def restore_by_tag(self, tag: str, client: object = None, leftmost: bool = False) -> None:
         if client is None and self._collected():
@@ -188,25 +222,41 @@ _heartbeat_stop = threading.Event()
 _heartbeat_thread: threading.Thread | None = None
 
 
-def _heartbeat_loop(hostname: str, queues: list[str]) -> None:
-    from worker.store import WorkerHeartbeats, connect_redis
-    from worker.store.heartbeats import HEARTBEAT_INTERVAL_S
-    from worker.store.redis_client import TRANSIENT_REDIS_ERRORS
+def _heartbeat_loop(
+    heartbeats: WorkerHeartbeats,
+    hostname: str,
+    queues: list[str],
+    stop: threading.Event,
+    interval_s: float,
+) -> None:
+    """Beat every ``interval_s`` seconds until ``stop`` is set, then remove the heartbeat.
 
-    heartbeats = WorkerHeartbeats(connect_redis(get_settings().redis_url, retries=1))
+    /readyz counts a worker as alive only while this thread beats, so a failed beat (a Redis
+    outage, an error reply such as OOM) is logged and the loop goes on.
+    """
     failures = 0
-    while not _heartbeat_stop.is_set():
+    while not stop.is_set():
         try:
             heartbeats.beat(hostname, queues)
-            failures = 0
-        except TRANSIENT_REDIS_ERRORS as error:
+        except Exception as error:  # the thread must outlive any error, or /readyz turns 503
             failures += 1
             if failures in (1, 10) or failures % 100 == 0:
-                logger.warning("heartbeat of %s failed %d time(s): %s", hostname, failures, error)
-        _heartbeat_stop.wait(HEARTBEAT_INTERVAL_S)
+                logger.warning(
+                    "heartbeat of %s failed %d time(s): %s: %s",
+                    hostname,
+                    failures,
+                    type(error).__name__,
+                    error,
+                    exc_info=not isinstance(error, redis.RedisError),
+                )
+        else:
+            if failures:
+                logger.info("heartbeat of %s works again after %d failure(s)", hostname, failures)
+            failures = 0
+        stop.wait(interval_s)
     try:
         heartbeats.remove(hostname, queues)
-    except TRANSIENT_REDIS_ERRORS as error:
+    except redis.RedisError as error:
         logger.warning("could not remove the heartbeat of %s: %s", hostname, error)
 
 
@@ -227,9 +277,16 @@ def _start_heartbeat(sender: object = None, **kwargs: object) -> None:
     hostname = getattr(sender, "hostname", "worker")
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     logger.info("worker %s ready on queues %s", hostname, ", ".join(queues))
+    from worker.store import WorkerHeartbeats, connect_redis
+    from worker.store.heartbeats import HEARTBEAT_INTERVAL_S
+
+    heartbeats = WorkerHeartbeats(connect_redis(get_settings().redis_url, retries=1))
     global _heartbeat_thread
     _heartbeat_thread = threading.Thread(
-        target=_heartbeat_loop, args=(hostname, queues), name="fragility-heartbeat", daemon=True
+        target=_heartbeat_loop,
+        args=(heartbeats, hostname, queues, _heartbeat_stop, HEARTBEAT_INTERVAL_S),
+        name="fragility-heartbeat",
+        daemon=True,
     )
     _heartbeat_thread.start()
 

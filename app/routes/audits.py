@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData
 
 from app.errors import ApiError
-from app.forms import audit_params_from_form, files_of, request_body_schema
+from app.forms import audit_params_from_form, files_of, multipart_form, request_body_schema
 from app.schemas.errors import ERROR_RESPONSES
 from app.schemas.jobs import JobAccepted, job_links
 from app.services import Services, ServicesDep
@@ -20,14 +20,13 @@ router = APIRouter(prefix="/v1", tags=["audits"], responses=ERROR_RESPONSES)
 # Threads that run single-audit submissions. A submission makes several short blocking calls
 # (Redis, the broker, the disk), each of which passes the GIL between threads; with a few threads
 # instead of the default 40, less CPU goes into those hand-overs (bench/service_load.py reports
-# the API's CPU per submission). Batches use the default thread pool, so a large batch does not
-# hold these threads.
+# the API's CPU per submission). Batches have threads of their own (app.routes.batches), so a
+# large batch does not hold these threads.
 # app.factory creates the limiter in the event loop, as app.state.submission_limiter.
 SUBMISSION_THREADS = 4
 
 
 IMAGE_DESCRIPTION = "PNG, JPEG, TIFF, BMP, WebP or single-frame DICOM image."
-MAX_FORM_FIELDS = 100
 
 
 def _submit_audit(form: FormData, response: Response, services: Services) -> JobAccepted:
@@ -60,7 +59,8 @@ async def create_audit(request: Request, response: Response, services: ServicesD
     """
     # The limits stop a request with thousands of parts early; up to them, the checks above
     # return 422 naming the field.
-    async with request.form(max_files=2, max_fields=MAX_FORM_FIELDS) as form:
+    too_many = "image: give one image; this request has more than 2 files"
+    async with multipart_form(request, "image", 2, too_many) as form:
         return await anyio.to_thread.run_sync(
             _submit_audit, form, response, services, limiter=request.app.state.submission_limiter
         )

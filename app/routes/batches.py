@@ -5,13 +5,12 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response, UploadFile
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from app.errors import ApiError
-from app.forms import audit_params_from_form, files_of, request_body_schema
-from app.routes.audits import MAX_FORM_FIELDS
+from app.forms import audit_params_from_form, files_of, multipart_form, request_body_schema
 from app.schemas.batches import (
     BatchAccepted,
     BatchAggregates,
@@ -24,7 +23,14 @@ from app.schemas.errors import ERROR_RESPONSES
 from app.schemas.jobs import to_datetime
 from app.services import Services, ServicesDep
 from app.submission import submit_batch, validate_params
-from app.uploads import check_image, expand_zip, is_zip, read_upload, store_images
+from app.uploads import (
+    check_batch_pixels,
+    check_image,
+    expand_zip,
+    is_zip,
+    read_upload,
+    store_images,
+)
 from worker.jobs import get_job_type
 from worker.store import FINAL_STATUSES, BatchRecord, JobRecord
 from worker.store.files import is_valid_id
@@ -33,6 +39,11 @@ router = APIRouter(prefix="/v1", tags=["batches"], responses=ERROR_RESPONSES)
 
 # Images listed under aggregates.worst.
 WORST_COUNT = 5
+
+# Threads that check and store batches, each decoding every image of one batch. The limit bounds
+# the API's CPU and memory spent on batches, and further batch requests wait for a thread.
+# app.factory creates the limiter in the event loop, as app.state.batch_limiter.
+BATCH_THREADS = 2
 FILES_DESCRIPTION = "Several images, or one zip archive of images (archive order is kept)."
 
 
@@ -54,31 +65,35 @@ def _read_batch_files(files: list[UploadFile], services: Services) -> list[tuple
         if len(data) > settings.max_upload_bytes:
             raise ApiError(
                 413,
-                f"files[0]: the file is over the upload limit of {settings.max_upload_bytes} bytes",
+                f"files[0]: the file is over the upload limit of {settings.max_upload_bytes} "
+                "bytes (FRAGILITY_MAX_UPLOAD_BYTES); send a smaller file or raise "
+                "FRAGILITY_MAX_UPLOAD_BYTES",
                 "files[0]",
             )
         return [(data, "files[0]")]
     if len(files) > settings.max_batch_images:
-        raise ApiError(
-            422,
-            f"files: {len(files)} files is over the batch limit of {settings.max_batch_images} "
-            "(FRAGILITY_MAX_BATCH_IMAGES)",
-            "files",
-        )
+        raise ApiError(422, _too_many_files(settings.max_batch_images, len(files)), "files")
     return [
         (read_upload(upload, f"files[{i}]", settings.max_upload_bytes), f"files[{i}]")
         for i, upload in enumerate(files)
     ]
 
 
+def _too_many_files(limit: int, count: int | None = None) -> str:
+    counted = f"{count} files" if count is not None else f"more than {limit + 1} files"
+    return (
+        f"files: {counted} is over the batch limit of {limit} (FRAGILITY_MAX_BATCH_IMAGES); "
+        "split the batch or raise FRAGILITY_MAX_BATCH_IMAGES"
+    )
+
+
 def _submit_batch(form: FormData, services: Services) -> tuple[BatchRecord, list[JobRecord]]:
     """Check the parameters and every image, then store and enqueue (runs in a worker thread)."""
     job_type = get_job_type("audit")
     params = validate_params(job_type, audit_params_from_form(form, "files"), services)
-    checked = [
-        check_image(content, field, services.settings)
-        for content, field in _read_batch_files(files_of(form, "files"), services)
-    ]
+    files = _read_batch_files(files_of(form, "files"), services)
+    check_batch_pixels([content for content, _ in files], "files", services.settings)
+    checked = [check_image(content, field, services.settings) for content, field in files]
     input_ids = store_images(checked, services.storage)
     return submit_batch(
         services,
@@ -104,9 +119,12 @@ async def create_batch(
     (required) and the optional audit parameters. Every image is decoded as a check before
     anything is stored: one bad image rejects the batch.
     """
-    max_files = services.settings.max_batch_images + 1
-    async with request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS) as form:
-        batch, jobs = await run_in_threadpool(_submit_batch, form, services)
+    # One file over the limit still reaches _read_batch_files, which counts it in its error.
+    limit = services.settings.max_batch_images
+    async with multipart_form(request, "files", limit + 1, _too_many_files(limit)) as form:
+        batch, jobs = await anyio.to_thread.run_sync(
+            _submit_batch, form, services, limiter=request.app.state.batch_limiter
+        )
     location = f"/v1/batches/{batch.id}"
     response.headers["Location"] = location
     return BatchAccepted(

@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import ValidationError
 
 from app.errors import ApiError, validation_error
+from app.forms import parse_json_field
 from app.model_files import weights_extension
 from app.schemas.errors import ERROR_RESPONSES
 from app.schemas.jobs import to_datetime
@@ -58,12 +59,7 @@ def _registered_view(record: ModelRecord) -> ModelView:
 
 
 def _parse_spec(text: str) -> dict[str, Any]:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ApiError(
-            422, f"spec: not valid JSON ({error.msg} at position {error.pos})", "spec"
-        ) from None
+    raw = parse_json_field(text, "spec")
     if not isinstance(raw, dict):
         raise ApiError(422, f"spec: must be a JSON object, got {type(raw).__name__}", "spec")
     return raw

@@ -42,7 +42,15 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    attempts: int = Field(description="Deliveries that started running; >1 after a lost worker.")
+    attempts: int = Field(
+        description="Deliveries that started running; >1 after a lost worker process or a retry "
+        "after a Redis error."
+    )
+    lost_attempts: int = Field(
+        0,
+        description="Deliveries whose worker process was lost; the job fails as WorkerLost when "
+        "this reaches FRAGILITY_MAX_ATTEMPTS.",
+    )
     cancel_requested: bool
     params: dict[str, Any]
     input_sha256: list[str] = Field(description="SHA-256 of each input file, in order.")
@@ -65,6 +73,7 @@ class JobView(BaseModel):
             started_at=to_datetime(record.started_at),
             finished_at=to_datetime(record.finished_at),
             attempts=record.attempts,
+            lost_attempts=record.lost_attempts,
             cancel_requested=record.cancel_requested,
             params=record.params,
             input_sha256=record.input_sha256,

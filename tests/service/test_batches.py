@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import statistics
+import threading
+import time
 import zipfile
 
+import httpx
 import pytest
+
+from app.errors import ApiError
+from app.factory import create_app
+from app.routes import batches
+from fragility.settings import Settings
 
 from .stack import MODEL, SAMPLES, wait_until
 
@@ -84,3 +93,42 @@ def test_batch_from_zip(http):
         hashlib.sha256(SAMPLES[9].read_bytes()).hexdigest(),
     ]
     assert all(item["status"] == "succeeded" for item in batch["items"])
+
+
+def test_batches_share_few_threads(redis_server, tmp_path, monkeypatch):
+    # An API in this process whose batch check only sleeps and counts how many run at once.
+    running = 0
+    max_concurrent = 0
+    lock = threading.Lock()
+
+    def slow_check(form, services):
+        nonlocal running, max_concurrent
+        with lock:
+            running += 1
+            max_concurrent = max(max_concurrent, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+        raise ApiError(422, "files: rejected by the test", "files")
+
+    monkeypatch.setattr(batches, "_submit_batch", slow_check)
+    app = create_app(Settings(redis_url=redis_server.url, storage_dir=tmp_path))
+    files = [("files", ("a.png", SAMPLES[0].read_bytes()))]
+    requests = 3 * batches.BATCH_THREADS
+
+    async def post_all() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+        ):
+            responses = await asyncio.gather(
+                *[
+                    client.post("/v1/batches", data={"model": MODEL}, files=files)
+                    for _ in range(requests)
+                ]
+            )
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(post_all()) == [422] * requests
+    assert max_concurrent == batches.BATCH_THREADS

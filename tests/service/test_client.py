@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import sys
 
+import httpx
 import pytest
 
-from fragility.client import ApiError, FragilityClient
+from fragility.client import ApiError, FragilityClient, ServiceUnreachableError
 
 from .stack import MODEL, ROOT, SAMPLES, free_port
 
@@ -113,3 +114,59 @@ def test_unreachable_service_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert "could not reach the service" in result.stderr
+
+
+def flaky_service(failures: list[str], final: dict) -> httpx.MockTransport:
+    """A stand-in for the API that fails the first polls as listed, then returns ``final``.
+
+    Each entry of ``failures`` is "refused" (no connection) or an HTTP status such as "503".
+    """
+    pending = list(failures)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if pending:
+            failure = pending.pop(0)
+            if failure == "refused":
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(int(failure), json={"detail": "restarting", "field": None})
+        return httpx.Response(200, json=final)
+
+    return httpx.MockTransport(handle)
+
+
+# The mock transport handles every request itself, so nothing is sent to this address.
+MOCK_URL = "http://127.0.0.1:9"
+JOB = {"id": "a" * 32, "status": "succeeded", "progress": 1.0, "message": "done"}
+BATCH = {"id": "b" * 32, "done": True, "items": []}
+
+
+@pytest.mark.parametrize(
+    ("method", "final"), [("wait", JOB), ("wait_batch", BATCH)], ids=["job", "batch"]
+)
+def test_wait_retries_failed_polls(method, final):
+    transport = flaky_service(["refused", "503", "502"], final)
+    with FragilityClient(MOCK_URL, transport=transport) as client:
+        result = getattr(client, method)(final["id"], poll_s=0.01, retry_s=30)
+    assert result == final
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"), [("refused", ServiceUnreachableError), ("503", ApiError)]
+)
+def test_wait_gives_up_after_retry_time(failure, error):
+    transport = flaky_service([failure] * 1000, JOB)
+    with (
+        FragilityClient(MOCK_URL, transport=transport) as client,
+        pytest.raises(error),
+    ):
+        client.wait(JOB["id"], poll_s=0.01, retry_s=0.3)
+
+
+def test_wait_does_not_retry_not_found():
+    transport = flaky_service(["404"], JOB)
+    with (
+        FragilityClient(MOCK_URL, transport=transport) as client,
+        pytest.raises(ApiError) as raised,
+    ):
+        client.wait(JOB["id"], poll_s=0.01, retry_s=30)
+    assert raised.value.status_code == 404

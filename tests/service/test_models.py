@@ -56,6 +56,22 @@ def test_registered_model_audits(http, service_env):
     assert job["status"] == "succeeded", job
     assert job["result"]["model"]["weights_sha256"] == model["weights_sha256"]
     assert http.get(f"/v1/models/{model['id']}").json()["status"] == "verified"
+    # The report names the model as the client did, never by its path on the server.
+    assert job["result"]["model"]["reference"] == model["id"]
+    assert job["result"]["params"]["model"] == model["id"]
+    saved = http.get(f"/v1/jobs/{job['id']}/artifacts/report.json").json()
+    assert saved["model"]["reference"] == model["id"]
+    assert saved["params"]["model"] == model["id"]
+    assert service_env["FRAGILITY_STORAGE_DIR"] not in json.dumps(saved)
+
+    # The API reads the registered model's 32x32 input size from its stored spec.
+    too_large = http.post(
+        "/v1/audits",
+        data={"model": model["id"], "k": str(32 * 32 + 1)},
+        files={"image": ("a.png", SAMPLES[0].read_bytes())},
+    )
+    assert too_large.status_code == 422, too_large.text
+    assert too_large.json()["field"] == "k"
 
 
 def test_mismatched_weights_marked_invalid(http):
@@ -105,9 +121,48 @@ def test_bad_model_rejected(http, service_env, spec, weights, field):
     assert after == before
 
 
-def test_spec_not_json_rejected(http):
+@pytest.mark.parametrize("text", ["{", "[" * 50_000 + "]" * 50_000], ids=["broken", "nested"])
+def test_spec_not_json_rejected(http, text):
     response = http.post(
-        "/v1/models", data={"spec": "{"}, files={"weights": ("w", DIGITS_WEIGHTS.read_bytes())}
+        "/v1/models", data={"spec": text}, files={"weights": ("w", DIGITS_WEIGHTS.read_bytes())}
     )
     assert response.status_code == 422
     assert response.json()["field"] == "spec"
+
+
+def test_any_load_error_marks_invalid(http, service_env):
+    # torchvision's RAFT takes no num_classes, so building it raises TypeError, not
+    # ModelSpecError.
+    spec = {key: value for key, value in DIGITS_SPEC.items() if key != "weights"}
+    spec.update(format="torchvision", arch="raft_small")
+    response = register(http, spec, DIGITS_WEIGHTS.read_bytes())
+    assert response.status_code == 201, response.text
+    model_id = response.json()["id"]
+
+    job = wait_job(http, audit(http, model_id))
+    assert job["status"] == "failed"
+    assert "TypeError" in job["error"]["message"]
+    model = http.get(f"/v1/models/{model_id}").json()
+    assert model["status"] == "invalid"
+    assert "TypeError" in model["status_message"]
+    assert service_env["FRAGILITY_STORAGE_DIR"] not in model["status_message"]
+
+
+def test_non_finite_output_on_input_keeps_model(http, service_env):
+    # With mean 0.5 and a tiny std, the gray probe of the loader normalises to 0 (finite
+    # logits), but the dark background of a digit image overflows to -inf: the model fails on
+    # this input only.
+    spec = {key: value for key, value in DIGITS_SPEC.items() if key != "weights"}
+    spec.update(mean=[0.5], std=[1e-40])
+    response = register(http, spec, DIGITS_WEIGHTS.read_bytes())
+    assert response.status_code == 201, response.text
+    model_id = response.json()["id"]
+
+    job = wait_job(http, audit(http, model_id))
+    assert job["status"] == "failed"
+    assert "NaN or infinite" in job["error"]["message"]
+    assert model_id in job["error"]["message"]
+    assert service_env["FRAGILITY_STORAGE_DIR"] not in job["error"]["message"]
+    assert http.get(f"/v1/models/{model_id}").json()["status"] == "verified"
+    # Other clients can still use the model.
+    audit(http, model_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from worker.store import JobStore
-from worker.store.files import new_id
+from worker.store import JobStore, Storage
+from worker.store.files import is_valid_id, new_id
 from worker.store.redis_client import connect_redis
+from worker.tasks import MAX_TRANSIENT_RETRIES
 
 pytestmark = pytest.mark.service
 
@@ -86,6 +87,53 @@ def test_requeue_after_transient_error(store):
     assert store.requeue(job.id, token, "retrying")
     assert store.get_job(job.id).status == "queued"
     assert not store.requeue(job.id, token, "again")
+
+
+def test_requeued_retries_not_counted_as_lost(store):
+    # What run_job does on each Redis error: claim, requeue, and claim again on the retry.
+    job = store.create_job("audit", "gpu", {})
+    for _ in range(MAX_TRANSIENT_RETRIES):
+        token = new_id()
+        assert store.start(job.id, token, "w", max_attempts=3).outcome == "run"
+        assert store.requeue(job.id, token, "retrying after a Redis error")
+    outcome = store.start(job.id, new_id(), "w", max_attempts=3)
+    assert outcome.outcome == "run"
+    assert outcome.detail == str(MAX_TRANSIENT_RETRIES + 1)
+    record = store.get_job(job.id)
+    assert record.attempts == MAX_TRANSIENT_RETRIES + 1
+    assert record.lost_attempts == 0
+
+
+def test_lost_attempts_counted_after_requeues(store):
+    job = store.create_job("audit", "gpu", {})
+    token = new_id()
+    store.start(job.id, token, "w", max_attempts=2)
+    store.requeue(job.id, token, "retrying after a Redis error")
+    # Two deliveries whose process died: the second loss reaches max_attempts.
+    assert store.start(job.id, new_id(), "w", max_attempts=2).outcome == "run"
+    assert store.start(job.id, new_id(), "w", max_attempts=2).outcome == "run"
+    exhausted = store.start(job.id, new_id(), "w", max_attempts=2)
+    assert exhausted.outcome == "exhausted"
+    assert exhausted.detail == "2"
+    record = store.get_job(job.id)
+    assert record.error["type"] == "WorkerLost"
+    assert record.lost_attempts == 2
+    assert record.attempts == 3
+
+
+def test_id_with_trailing_newline_invalid():
+    assert is_valid_id("a" * 32)
+    assert not is_valid_id("a" * 32 + "\n")
+    assert not is_valid_id("A" * 32)
+
+
+def test_artifact_name_with_nul_missing(tmp_path):
+    storage = Storage(tmp_path)
+    job_id = new_id()
+    storage.artifacts_dir(job_id).mkdir(parents=True)
+    (storage.artifacts_dir(job_id) / "report.json").write_text("{}")
+    assert storage.artifact_path(job_id, "report.json") is not None
+    assert storage.artifact_path(job_id, "report.json\x00.png") is None
 
 
 def test_undispatched_jobs_failed(store):

@@ -20,7 +20,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 def new_id() -> str:
@@ -30,7 +30,8 @@ def new_id() -> str:
 
 def is_valid_id(value: str) -> bool:
     """Return True when ``value`` has the shape of an id from new_id()."""
-    return bool(_ID_PATTERN.match(value))
+    # fullmatch, because "$" would also accept a trailing newline.
+    return _ID_PATTERN.fullmatch(value) is not None
 
 
 def _require_id(value: str, name: str) -> str:
@@ -118,8 +119,11 @@ class Storage:
         """Return the path of artifact ``name``, or None when it does not exist.
 
         ``name`` is a relative path as list_artifacts returns it. A name that resolves outside
-        the artifacts directory (``..``, an absolute path, a symlink) is treated as missing.
+        the artifacts directory (``..``, an absolute path, a symlink) or that contains a NUL
+        byte (which no file name can) is treated as missing.
         """
+        if "\x00" in name:
+            return None
         root = self.artifacts_dir(job_id).resolve()
         candidate = (root / name).resolve()
         if not candidate.is_relative_to(root) or candidate == root:

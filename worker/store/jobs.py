@@ -251,14 +251,21 @@ class JobStore:
     # Transitions --------------------------------------------------------------------------
 
     def start(self, job_id: str, token: str, worker: str, max_attempts: int) -> StartOutcome:
-        """Move a queued (or lost running) job to running under ``token``; see StartOutcome."""
-        # NOTE: nothing fails a running job whose message is gone for good, for example one that
-        # Redis lost in the last second before a crash (appendfsync everysec); it stays running.
+        """Move a queued (or lost running) job to running under ``token``; see StartOutcome.
+
+        Finding the job running means the delivery that claimed it was lost; it fails as
+        WorkerLost once ``max_attempts`` deliveries were lost. Retries after a Redis error
+        requeue the job first and do not count (see scripts.START).
+        """
+        # NOTE: nothing fails a running job whose message is gone for good, so it stays running.
+        # Two causes: a Redis crash under appendfsync everysec (docker-compose.yml uses always),
+        # and a hard time limit whose failure could not be recorded (JobTask.on_failure).
         error = json.dumps(
             {
                 "type": "WorkerLost",
                 "message": f"the worker process running this job was lost {max_attempts} "
-                "time(s); the job is not retried again",
+                "time(s) (FRAGILITY_MAX_ATTEMPTS); the job is not retried again. Check the "
+                "worker log for a crash or an out-of-memory kill",
             }
         )
         outcome, detail = self._start(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
+import redis
+
 from worker.context import JobContext
 from worker.store.jobs import JobStore
-from worker.store.redis_client import TRANSIENT_REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +20,10 @@ MIN_INTERVAL_S = 0.1
 class RecordedProgress:
     """Writes progress of one attempt to the job store and polls its cancellation flag.
 
-    Progress is best-effort: a write that fails after the client's own retries is logged and
-    skipped, so a short Redis outage does not fail the job. A failed cancellation read counts as
-    "not cancelled".
+    Progress is best-effort, so Redis trouble does not fail the job. A write that fails with any
+    Redis error is skipped: a connection error after the client's own retries, or at once an
+    error reply such as OOM or READONLY. The first failure is logged, then every 100th with the
+    count. A failed cancellation read counts as "not cancelled".
 
     Args:
         store: the job store.
@@ -45,11 +47,11 @@ class RecordedProgress:
         self._last_write = now
         try:
             self.store.set_progress(self.job_id, self.token, fraction, message)
-        except TRANSIENT_REDIS_ERRORS as error:
+        except redis.RedisError as error:
             self._failures += 1
-            if self._failures in (1, 10) or self._failures % 100 == 0:
+            if self._failures == 1 or self._failures % 100 == 0:
                 logger.warning(
-                    "job %s: progress write failed %d time(s): %s",
+                    "job %s: progress write failed %d time(s), skipped: %s",
                     self.job_id,
                     self._failures,
                     error,
@@ -62,8 +64,15 @@ class RecordedProgress:
         self._last_poll = now
         try:
             self._cancelled = self.store.is_cancel_requested(self.job_id)
-        except TRANSIENT_REDIS_ERRORS as error:
-            logger.warning("job %s: cancellation check failed: %s", self.job_id, error)
+        except redis.RedisError as error:
+            self._failures += 1
+            if self._failures == 1 or self._failures % 100 == 0:
+                logger.warning(
+                    "job %s: cancellation check failed (%d Redis failure(s)): %s",
+                    self.job_id,
+                    self._failures,
+                    error,
+                )
         return self._cancelled
 
     def context(self) -> JobContext:

@@ -38,7 +38,10 @@ class JobRecord(BaseModel):
         message: the runner's last progress message.
         created_at, started_at, finished_at: Unix times in seconds (started_at is the start of
             the latest attempt).
-        attempts: deliveries that started running (more than 1 after a worker process was lost).
+        attempts: deliveries that started running (more than 1 after a worker process was lost
+            or after a retry that followed a Redis error).
+        lost_attempts: deliveries whose worker process was lost before they finished; the job
+            fails as WorkerLost when this reaches FRAGILITY_MAX_ATTEMPTS.
         cancel_requested: DELETE was called while the job was running.
         worker: "hostname:pid" of the process running the latest attempt.
         result: the runner's result (for an audit, the report.json content) once succeeded.
@@ -60,6 +63,7 @@ class JobRecord(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
+    lost_attempts: int = 0
     cancel_requested: bool = False
     worker: str | None = None
     result: dict[str, Any] | None = None
@@ -90,6 +94,7 @@ class JobRecord(BaseModel):
             started_at=_optional_float(fields.get("started_at")),
             finished_at=_optional_float(fields.get("finished_at")),
             attempts=int(fields.get("attempts") or 0),
+            lost_attempts=int(fields.get("lost_attempts") or 0),
             cancel_requested=fields.get("cancel_requested") == "1",
             worker=fields.get("worker") or None,
             result=_optional_json(fields.get("result")),

@@ -47,7 +47,12 @@ _PRELUDE = "local BUCKETS = {" + ", ".join(str(b) for b in DURATION_BUCKETS_S) +
 
 # ARGV: token, now, worker, max_attempts, error JSON for a job past max_attempts.
 # Returns {outcome, detail}: 'run' (attempt number), 'final' (the status), 'cancelled',
-# 'exhausted' or 'missing'.
+# 'exhausted' (the number of lost deliveries) or 'missing'.
+#
+# A job found 'running' was claimed by a delivery that neither finished nor requeued it: its
+# worker process was lost. Only those deliveries count against max_attempts ('lost_attempts').
+# A retry after a Redis error requeues the job first (REQUEUE), so it is found 'queued' and
+# does not count.
 START = (
     _PRELUDE
     + """
@@ -60,11 +65,14 @@ if redis.call('HGET', job, 'cancel_requested') == '1' then
   return {'cancelled', ''}
 end
 local attempts = tonumber(redis.call('HGET', job, 'attempts') or '0')
-if attempts >= tonumber(ARGV[4]) then
-  finalise(job, 'failed', ARGV[2], {'error', ARGV[5], 'token', ''})
-  return {'exhausted', tostring(attempts)}
-end
-if status ~= 'running' then
+if status == 'running' then
+  local lost = tonumber(redis.call('HGET', job, 'lost_attempts') or '0') + 1
+  redis.call('HSET', job, 'lost_attempts', lost)
+  if lost >= tonumber(ARGV[4]) then
+    finalise(job, 'failed', ARGV[2], {'error', ARGV[5], 'token', ''})
+    return {'exhausted', tostring(lost)}
+  end
+else
   local jtype = redis.call('HGET', job, 'type')
   redis.call('HINCRBY', KEYS[2], jtype .. '|' .. status, -1)
   redis.call('HINCRBY', KEYS[2], jtype .. '|running', 1)
