@@ -346,8 +346,13 @@ def _png_bit_depth(data: bytes) -> int:
 
 def _decode_rgb16_tiff(data: bytes, name: str) -> DecodedImage:
     """Decode a 16-bit RGB TIFF with tifffile, which Pillow would reduce to 8 bits."""
-    import tifffile
-
+    try:
+        import tifffile
+    except ImportError:
+        raise ImageError(
+            f"image {name!r} is a 16-bit RGB TIFF but tifffile is not installed; "
+            "install it with pip install tifffile"
+        ) from None
     try:
         values = tifffile.imread(io.BytesIO(data), key=0)
     except (ValueError, OSError, tifffile.TiffFileError) as error:

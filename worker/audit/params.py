@@ -56,7 +56,8 @@ class AuditParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(
-        description="Model reference: 'builtin:NAME' or the path of a JSON model spec.",
+        description="Model reference: 'builtin:NAME', a registered model's id (service), or "
+        "the path of a JSON model spec (command line only).",
         min_length=1,
     )
     method: Method = Field("gradient", description="Saliency method.")
