@@ -56,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await services.reader.aclose()
         logger.info("API stopped")
 
+    # NOTE: /docs (Swagger UI) and /redoc load their JavaScript and CSS from cdn.jsdelivr.net,
+    # so they render blank without internet access. No installed package ships those assets
+    # (FastAPI 0.165 does not), so /openapi.json is the offline reference.
     app = FastAPI(
         title="Fragility",
         version=__version__,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.jobs import JOB_TYPES
@@ -101,6 +102,25 @@ class JobCollector(Collector):
         yield histogram
 
 
+def route_template(scope: Scope) -> str:
+    """Return the template of the route that answered the request, or "unmatched".
+
+    FastAPI sets scope["route"] only for its API routes. Its own plain routes (/docs, /redoc,
+    /openapi.json, /docs/oauth2-redirect) are found by matching the request against the app's
+    routes again.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if template:
+        return template
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL and getattr(candidate, "path", None):
+            return candidate.path
+    return "unmatched"
+
+
 class RequestMetrics:
     """ASGI middleware counting requests and timing them, labelled by route template.
 
@@ -134,8 +154,7 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                template = route_template(scope)
                 self.latency.labels(scope["method"], template).observe(
                     time.perf_counter() - started
                 )

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,21 @@ def _form(model: str, params: Mapping[str, Any]) -> dict[str, str]:
     return form
 
 
-def _upload(source: Path | bytes, index: int = 0) -> tuple[str, bytes, str]:
-    data = source.read_bytes() if isinstance(source, Path) else source
-    suffix = source.suffix.lower() if isinstance(source, Path) else ""
-    return (f"image{index}{suffix}", data, "application/octet-stream")
+# An image given as a file path (read from disk) or as the file's contents.
+ImageSource = str | os.PathLike[str] | bytes
+
+
+def _upload(source: ImageSource, argument: str, index: int = 0) -> tuple[str, bytes, str]:
+    """Return the multipart file tuple for one image, read from disk when given a path."""
+    if isinstance(source, bytes | bytearray):
+        return (f"image{index}", bytes(source), "application/octet-stream")
+    if isinstance(source, str | os.PathLike):
+        path = Path(os.fspath(source))
+        return (f"image{index}{path.suffix.lower()}", path.read_bytes(), "application/octet-stream")
+    raise TypeError(
+        f"{argument} must be a file path (str or os.PathLike) or the file's contents as bytes, "
+        f"not {type(source).__name__}"
+    )
 
 
 class FragilityClient:
@@ -139,31 +151,49 @@ class FragilityClient:
 
     # Submitting -------------------------------------------------------------------------------
 
-    def submit_audit(self, image: Path | bytes, model: str, **params: Any) -> dict[str, Any]:
+    def submit_audit(self, image: ImageSource, model: str, **params: Any) -> dict[str, Any]:
         """Queue an audit of one image; returns {"id", "type", "status", "links"}.
 
         Args:
-            image: the image file, or its bytes.
+            image: the image file's path (str or os.PathLike), or its contents as bytes.
             model: "builtin:NAME" or a registered model id.
             params: further audit parameters: method, attack, epsilon (0.03 or "8/255"),
                 steps, step_size, k, seed, and any other AuditParams field.
+
+        Raises:
+            TypeError: ``image`` is neither a path nor bytes.
+            OSError: the image file cannot be read (FileNotFoundError when it is missing).
         """
-        files = {"image": _upload(image)}
+        files = {"image": _upload(image, "image")}
         return self._json("POST", "/v1/audits", data=_form(model, params), files=files)
 
     def submit_batch(
-        self, images: Sequence[Path | bytes] | Path, model: str, **params: Any
+        self,
+        images: Iterable[ImageSource] | str | os.PathLike[str],
+        model: str,
+        **params: Any,
     ) -> dict[str, Any]:
         """Queue one audit per image; returns {"id", "count", "job_ids", "location"}.
 
         Args:
-            images: image files (or bytes), or the path of one zip archive of images.
+            images: image paths (str or os.PathLike) or contents (bytes), in a list or another
+                iterable, or the path (str or os.PathLike) of one zip archive of images.
             model, params: as for submit_audit, shared by every image.
+
+        Raises:
+            TypeError: ``images`` or one of its items is of another type.
+            OSError: a file cannot be read (FileNotFoundError when it is missing).
         """
-        if isinstance(images, Path):
-            files = [("files", ("images.zip", images.read_bytes(), "application/zip"))]
+        if isinstance(images, str | os.PathLike):
+            data = Path(os.fspath(images)).read_bytes()
+            files = [("files", ("images.zip", data, "application/zip"))]
+        elif isinstance(images, Iterable) and not isinstance(images, bytes | bytearray):
+            files = [("files", _upload(image, f"images[{i}]", i)) for i, image in enumerate(images)]
         else:
-            files = [("files", _upload(image, i)) for i, image in enumerate(images)]
+            raise TypeError(
+                "images must be a list of image paths or bytes, or the path of a zip archive "
+                f"(str or os.PathLike), not {type(images).__name__}"
+            )
         return self._json("POST", "/v1/batches", data=_form(model, params), files=files)
 
     def submit_job(self, job_type: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

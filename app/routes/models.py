@@ -26,6 +26,9 @@ from worker.store.files import is_valid_id, new_id
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
 
+# Largest spec sent as a file part, equal to Starlette's default limit on a text form field.
+MAX_SPEC_BYTES = 1024 * 1024
+
 
 @lru_cache(maxsize=32)
 def _builtin_view(name: str) -> ModelView:
@@ -58,8 +61,29 @@ def _registered_view(record: ModelRecord) -> ModelView:
     )
 
 
-def _parse_spec(text: str) -> dict[str, Any]:
-    raw = parse_json_field(text, "spec")
+def _spec_text(spec: str | UploadFile) -> str:
+    """Return the spec's JSON text, from a text form field or from an uploaded file part."""
+    if isinstance(spec, str):
+        return spec
+    data = spec.file.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise ApiError(
+            413,
+            f"spec: the file is over {MAX_SPEC_BYTES} bytes; a spec is a small JSON object",
+            "spec",
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ApiError(
+            422,
+            f"spec: the file is not UTF-8 text (invalid byte at position {error.start})",
+            "spec",
+        ) from None
+
+
+def _parse_spec(spec: str | UploadFile) -> dict[str, Any]:
+    raw = parse_json_field(_spec_text(spec), "spec")
     if not isinstance(raw, dict):
         raise ApiError(422, f"spec: must be a JSON object, got {type(raw).__name__}", "spec")
     return raw
@@ -69,11 +93,12 @@ def _parse_spec(text: str) -> dict[str, Any]:
 def register_model(
     response: Response,
     spec: Annotated[
-        str,
+        str | UploadFile,
         Form(
             description="The model spec as JSON, as for the command line (format, arch, "
-            "num_classes, channels, input_size, mean, std, class_names). 'weights' may be "
-            "omitted: the uploaded file is used."
+            "num_classes, channels, input_size, mean, std, class_names), sent as a text field "
+            "(curl -F 'spec=<spec.json') or as a file part (curl -F spec=@spec.json). 'weights' "
+            "may be omitted: the uploaded file is used."
         ),
     ],
     weights: Annotated[

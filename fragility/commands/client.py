@@ -1,8 +1,8 @@
-"""``fragility submit``, ``status`` and ``batch``: client commands for a running service.
+"""``fragility submit``, ``status``, ``batch`` and ``cancel``: client commands for a service.
 
-Exit status: 0 when every job succeeded and no image is fragile; 1 when a job failed, was
-cancelled or found a fragile image (so a pipeline can stop on it); 2 on invalid input, an error
-response or an unreachable service.
+Submit, status and batch exit with the status GATE_RULE states. They fail closed, like
+``fragility audit --fail-on-fragile``, so a QA gate stops on every image whose robustness the
+audit did not establish. ``cancel`` has its own exit status, given in its help.
 """
 
 from __future__ import annotations
@@ -10,11 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fragility.cli import EXIT_FINDING, EXIT_OK, CommandError
+
+# File extensions that `fragility batch DIR` uploads. It skips other files (notes, DICOMDIR).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm")
+
+# The exit status rule of submit, status and batch, shown in their help.
+GATE_RULE = (
+    "Exit 0 when every job succeeded and every image is robust. Exit 1 when any image is "
+    "fragile or inconclusive (the audit could not establish robustness), or when any job failed "
+    "or was cancelled. Exit 2 on invalid input or a service error."
+)
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -39,12 +50,12 @@ def _add_audit_params(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``submit``, ``status`` and ``batch`` subcommands."""
+    """Add the ``submit``, ``status``, ``batch`` and ``cancel`` subcommands."""
     submit = subparsers.add_parser(
         "submit",
         help="submit an audit of one image to the service",
-        description="Upload one image and queue an audit; print the job id, or with --wait "
-        "follow it to the end. Exit 1 when the job failed or the image is fragile.",
+        description="Upload one image and queue an audit. Print the job id, or with --wait "
+        f"follow the job to the end and apply the gate rule. {GATE_RULE}",
     )
     submit.add_argument("image", type=Path, help="image file (PNG, JPEG, TIFF, BMP, WebP, DICOM)")
     _add_audit_params(submit)
@@ -55,8 +66,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser(
         "status",
         help="show a job's status",
-        description="Show a job's status, progress and result. Exit 1 when it failed, was "
-        "cancelled or found the image fragile.",
+        description=f"Show a job's status, progress and result. {GATE_RULE}",
     )
     status.add_argument("job_id", help="the job id that submit printed")
     _add_connection(status)
@@ -65,9 +75,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     batch = subparsers.add_parser(
         "batch",
         help="audit every image of a folder or a zip archive through the service",
-        description="Upload the images of DIR (its files, not subfolders; hidden files skipped) "
-        "or of a ZIP, follow the batch with a progress bar, and print a summary table. Exit 1 "
-        "when any image is fragile or any job failed.",
+        description="Upload the images of DIR (its files with an image extension, "
+        f"{' '.join(IMAGE_EXTENSIONS)}, not subfolders; other and hidden files are skipped) or "
+        "of a ZIP, follow the batch with a progress bar, and print the batch id and a summary "
+        f"table. {GATE_RULE}",
     )
     batch.add_argument("source", type=Path, help="folder of images, or a zip archive")
     _add_audit_params(batch)
@@ -76,6 +87,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--poll", type=float, default=1.0, help="seconds between status polls (default 1)"
     )
     batch.set_defaults(handler=handle_batch)
+
+    cancel = subparsers.add_parser(
+        "cancel",
+        help="cancel a job",
+        description="Cancel a job: a queued job never starts, a running one stops at its next "
+        "step. Exit 0 when the job is cancelled or cancelling, 1 when it had already succeeded "
+        "or failed, 2 when it is not found or the service cannot be reached.",
+    )
+    cancel.add_argument("job_id", help="the job id that submit printed")
+    _add_connection(cancel)
+    cancel.set_defaults(handler=handle_cancel)
 
 
 def _client(args: argparse.Namespace):
@@ -101,13 +123,18 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _call(function, *args: Any, **kwargs: Any) -> Any:
-    """Run a client call, turning service errors into one-line command errors."""
+def _call(function, *args: Any, conflict_ok: bool = False, **kwargs: Any) -> Any:
+    """Run a client call, turning service errors into one-line command errors.
+
+    With ``conflict_ok`` a 409 response is re-raised as the client's ApiError.
+    """
     from fragility.client import ApiError, ServiceUnreachableError
 
     try:
         return function(*args, **kwargs)
     except ApiError as error:
+        if conflict_ok and error.status_code == 409:
+            raise
         field = f" (field {error.field})" if error.field else ""
         raise CommandError(
             f"the service responded {error.status_code}{field}: {error.detail}"
@@ -117,22 +144,30 @@ def _call(function, *args: Any, **kwargs: Any) -> Any:
 
 
 def job_exit_status(job: dict[str, Any]) -> int:
-    """Return 1 for a failed or cancelled job or a fragile verdict, 0 otherwise."""
-    if job["status"] in ("failed", "cancelled"):
+    """Return 0 for a succeeded job whose verdict, if any, is robust, and 1 otherwise.
+
+    The rule fails closed, so a succeeded audit job without a verdict also returns 1.
+    """
+    if job["status"] != "succeeded":
         return EXIT_FINDING
-    if (job.get("result") or {}).get("verdict") == "fragile":
+    verdict = (job.get("result") or {}).get("verdict")
+    if (job.get("type") == "audit" or verdict is not None) and verdict != "robust":
         return EXIT_FINDING
     return EXIT_OK
 
 
 def _describe_job(job: dict[str, Any]) -> str:
-    lines = [f"job {job['id']}: {job['status']} ({job['progress']:.0%}) {job['message']}"]
+    line = f"job {job['id']}: {job['status']} ({job['progress']:.0%})"
+    if job.get("message") and job["message"] != job["status"]:
+        line += f": {job['message']}"
+    lines = [line]
     result = job.get("result") or {}
     if result:
         topk = (result.get("metrics") or {}).get("topk_intersection")
         label = result.get("label") or {}
+        topk_text = f"{topk:.2f}" if isinstance(topk, int | float) else "-"
         lines.append(
-            f"verdict {result.get('verdict')}; top-k intersection {topk}; label "
+            f"verdict {result.get('verdict')}; top-k intersection {topk_text}; label "
             f"{label.get('original_name', label.get('original'))} -> "
             f"{label.get('perturbed_name', label.get('perturbed'))}"
         )
@@ -154,7 +189,7 @@ def handle_submit(args: argparse.Namespace) -> int:
             return EXIT_OK
         from fragility.progress import ProgressBar
 
-        with ProgressBar(f"job {accepted['id'][:8]}", disable=args.json) as bar:
+        with ProgressBar(f"job {accepted['id']}", disable=args.json) as bar:
             job = _call(
                 client.wait,
                 accepted["id"],
@@ -170,6 +205,24 @@ def handle_status(args: argparse.Namespace) -> int:
         job = _call(client.job, args.job_id)
     print(json.dumps(job, indent=2) if args.json else _describe_job(job))
     return job_exit_status(job)
+
+
+def handle_cancel(args: argparse.Namespace) -> int:
+    """Cancel one job; exit 0 when cancelled, 1 when it already finished, 2 when not found."""
+    from fragility.client import ApiError
+
+    with _client(args) as client:
+        try:
+            outcome = _call(client.cancel, args.job_id, conflict_ok=True)
+        except ApiError as error:
+            # 409: the job already succeeded or failed, so there is nothing to cancel.
+            print(f"fragility cancel: {error.detail}", file=sys.stderr)
+            return EXIT_FINDING
+    if args.json:
+        print(json.dumps(outcome, indent=2))
+    else:
+        print(f"job {outcome['id']}: {outcome['outcome'].replace('_', ' ')}")
+    return EXIT_OK
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -188,12 +241,37 @@ def _zip_names(path: Path) -> list[str]:
     return names
 
 
+def _folder_images(folder: Path) -> list[Path]:
+    """Return the folder's image files by name, and report the other files it skips on stderr.
+
+    Hidden files are skipped silently, as the service skips them in a zip.
+    """
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    extensions = " ".join(IMAGE_EXTENSIONS)
+    if skipped:
+        listed = ", ".join(skipped[:5])
+        if len(skipped) > 5:
+            listed += f" and {len(skipped) - 5} more"
+        print(
+            f"fragility batch: skipped {len(skipped)} file(s) without an image extension "
+            f"({extensions}): {listed}",
+            file=sys.stderr,
+        )
+    if not images:
+        raise CommandError(
+            f"folder {str(folder)!r} contains no image files (extensions {extensions}), and "
+            f"{len(skipped)} other file(s) were skipped. Give DICOM files without an extension "
+            "the extension .dcm"
+        )
+    return images
+
+
 def _batch_sources(source: Path) -> tuple[list[Path] | Path, list[str]]:
     """Return what to upload and the local name of each image, in upload order."""
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise CommandError(f"folder {str(source)!r} contains no files")
+        files = _folder_images(source)
         return files, [p.name for p in files]
     if source.is_file() and zipfile.is_zipfile(source):
         return source, _zip_names(source)
@@ -225,10 +303,12 @@ def _summary_table(batch: dict[str, Any], names: list[str]) -> str:
             )
         )
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    lines = [
+    lines = [f"batch {batch['id']} (GET /v1/batches/{batch['id']})", ""]
+    lines += [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
     ]
+
     aggregates = batch["aggregates"]
     verdicts = ", ".join(f"{v} {n}" for v, n in sorted(aggregates["verdicts"].items())) or "none"
     statuses = ", ".join(f"{s} {n}" for s, n in sorted(aggregates["statuses"].items()))
@@ -270,8 +350,12 @@ def handle_batch(args: argparse.Namespace) -> int:
         print(json.dumps(batch, indent=2))
     else:
         print(_summary_table(batch, names))
-    statuses = batch["aggregates"]["statuses"]
-    fragile = batch["aggregates"]["verdicts"].get("fragile", 0)
-    if fragile or statuses.get("failed") or statuses.get("cancelled"):
-        return EXIT_FINDING
+    return batch_exit_status(batch)
+
+
+def batch_exit_status(batch: dict[str, Any]) -> int:
+    """Return 0 when every job succeeded with a robust verdict, 1 otherwise (fail closed)."""
+    for item in batch["items"]:
+        if item["status"] != "succeeded" or item["verdict"] != "robust":
+            return EXIT_FINDING
     return EXIT_OK

@@ -204,3 +204,16 @@ def wait_running(http: httpx.Client, job_id: str, min_progress: float = 0.0) -> 
 def finished_total(store: redis.Redis, status: str, job_type: str = "audit") -> int:
     """Return the store's counter of jobs that reached ``status``."""
     return int(store.hget("fragility:jobs_finished", f"{job_type}|{status}") or 0)
+
+
+def run_cli(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m fragility ARGS`` against the stack's API and capture its output."""
+    env = dict(os.environ, FRAGILITY_API_URL=api.url)
+    return subprocess.run(
+        [sys.executable, "-m", "fragility", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )

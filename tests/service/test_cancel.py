@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .stack import SAMPLES, get_job, submit_audit, wait_job, wait_running, wait_until
+from fragility.client import ApiError, FragilityClient
+
+from .stack import SAMPLES, get_job, run_cli, submit_audit, wait_job, wait_running, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -52,3 +54,29 @@ def test_cancel_queued_and_running(http, store_client):
     again = http.delete(f"/v1/jobs/{queued}")
     assert again.status_code == 200
     assert again.json()["outcome"] == "already_cancelled"
+
+
+def test_cancel_command_exit_status(http, api):
+    running = submit_audit(http, SAMPLES[5], steps=LONG_STEPS)
+    wait_running(http, running, min_progress=0.0)
+    result = run_cli(api, "cancel", running)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in (f"job {running}: cancelling", f"job {running}: cancelled")
+    assert wait_job(http, running, timeout_s=30)["status"] == "cancelled"
+    again = run_cli(api, "cancel", running)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"job {running}: already cancelled"
+
+    finished = submit_audit(http, SAMPLES[6], steps=2)
+    assert wait_job(http, finished)["status"] == "succeeded"
+    result = run_cli(api, "cancel", finished)
+    assert result.returncode == 1
+    assert f"job {finished} already succeeded" in result.stderr
+
+    missing = "0" * 32
+    result = run_cli(api, "cancel", missing)
+    assert result.returncode == 2
+    assert "404" in result.stderr
+    with FragilityClient(api.url) as client, pytest.raises(ApiError) as raised:
+        client.cancel(missing)
+    assert raised.value.status_code == 404

@@ -130,6 +130,28 @@ def test_spec_not_json_rejected(http, text):
     assert response.json()["field"] == "spec"
 
 
+def test_spec_as_file_part(http):
+    spec = {key: value for key, value in DIGITS_SPEC.items() if key != "weights"}
+    files = {
+        "spec": ("spec.json", json.dumps(spec).encode(), "application/json"),
+        "weights": ("w.safetensors", DIGITS_WEIGHTS.read_bytes()),
+    }
+    response = http.post("/v1/models", files=files)
+    assert response.status_code == 201, response.text
+    assert response.json()["spec"]["arch"] == spec["arch"]
+
+    files["spec"] = ("spec.json", b"[1, 2]", "application/json")
+    response = http.post("/v1/models", files=files)
+    assert response.status_code == 422
+    assert response.json()["field"] == "spec"
+    assert "must be a JSON object" in response.json()["detail"]
+
+    files["spec"] = ("spec.json", b"\xff\xfe{}", "application/json")
+    response = http.post("/v1/models", files=files)
+    assert response.status_code == 422
+    assert "not UTF-8" in response.json()["detail"]
+
+
 def test_any_load_error_marks_invalid(http, service_env):
     # torchvision's RAFT takes no num_classes, so building it raises TypeError, not
     # ModelSpecError.
