@@ -15,6 +15,9 @@ Replaced (beta is the softplus sharpness; softplus_b(x) = log(1 + exp(b x)) / b)
 - hardsigmoid -> the smooth hardtanh of x/6 + 1/2 on [0, 1]
 - hardswish -> x times the smooth hardsigmoid
 
+By default the mode also routes ``conv2d`` calls through ``worker.audit.second_order``: the
+same values with a cheaper double backward. Those calls are not counted as replacements.
+
 TorchScript modules do not dispatch through Python, so nothing inside them is replaced; the
 audit detects the resulting zero gradients and says so instead of reporting a robust map.
 """
@@ -28,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from worker.audit.second_order import SECOND_ORDER_KERNELS
 
 
 def smooth_clamp(x: torch.Tensor, low: float, high: float, beta: float) -> torch.Tensor:
@@ -50,13 +55,22 @@ class SoftplusMode(TorchFunctionMode):
 
     Args:
         beta: softplus sharpness; larger is closer to ReLU. Default 10.
-        counts: Counter that records how many calls of each kind were replaced.
+        counts: Counter that records how many activation calls of each kind were replaced.
+        second_order_kernels: also route conv2d calls through the kernels of
+            ``worker.audit.second_order``. Default True; False leaves them to stock autograd, as
+            a plain implementation would.
     """
 
-    def __init__(self, beta: float = 10.0, counts: Counter | None = None) -> None:
+    def __init__(
+        self,
+        beta: float = 10.0,
+        counts: Counter | None = None,
+        second_order_kernels: bool = True,
+    ) -> None:
         super().__init__()
         self.beta = beta
         self.counts = counts if counts is not None else Counter()
+        self._kernels: dict[Any, Any] = dict(SECOND_ORDER_KERNELS) if second_order_kernels else {}
         relu_like = (
             F.relu,
             F.relu_,
@@ -105,11 +119,14 @@ class SoftplusMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         handler = self._handlers.get(func)
-        if handler is None:
-            return func(*args, **kwargs)
-        self.counts[getattr(func, "__name__", str(func))] += 1
-        # The mode is switched off while this handler runs, so softplus is not intercepted.
-        return handler(args, kwargs)
+        if handler is not None:
+            self.counts[getattr(func, "__name__", str(func))] += 1
+            # The mode is switched off while this handler runs, so softplus is not intercepted.
+            return handler(args, kwargs)
+        kernel = self._kernels.get(func)
+        if kernel is not None:
+            return kernel(args, kwargs)
+        return func(*args, **kwargs)
 
 
 class SmoothSurrogate(nn.Module):
@@ -118,17 +135,21 @@ class SmoothSurrogate(nn.Module):
     Args:
         model: the classifier, (N, C, H, W) in [0, 1] -> (N, classes).
         beta: softplus sharpness. Default 10.
+        second_order_kernels: see ``SoftplusMode``. Default True.
 
     Attributes:
         replaced_calls: Counter of activation calls replaced so far, by function name.
     """
 
-    def __init__(self, model: nn.Module, beta: float = 10.0) -> None:
+    def __init__(
+        self, model: nn.Module, beta: float = 10.0, second_order_kernels: bool = True
+    ) -> None:
         super().__init__()
         self.model = model
         self.beta = beta
+        self.second_order_kernels = second_order_kernels
         self.replaced_calls: Counter = Counter()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        with SoftplusMode(self.beta, self.replaced_calls):
+        with SoftplusMode(self.beta, self.replaced_calls, self.second_order_kernels):
             return self.model(inputs)
