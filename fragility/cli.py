@@ -5,9 +5,9 @@ Each module in ``fragility.commands`` adds one or more subcommands through
 Modules are imported at start-up, so they must import torch, FastAPI and Celery lazily, inside
 their handlers: ``fragility status`` should not pay for importing torch.
 
-Exit status: 0 on success, 1 when the work ran and found something a pipeline should stop on (a
-failed or cancelled job, or an image that is not robust: fragile or inconclusive, where the
-command gates on it), 2 on invalid input or any error.
+Exit status: 0 on success and 2 on invalid input or any error. 1 means the work ran and found
+something a pipeline should stop on: a failed or cancelled job, or an image that is not robust
+(fragile or inconclusive) where the command gates on it.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def load_faces_dataset() -> Dataset:
 
 @dataclass
 class TrainingRecipe:
-    """How one bundled model is trained."""
+    """Training settings of one bundled model."""
 
     name: str
     load: Callable[[], Dataset]

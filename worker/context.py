@@ -16,7 +16,7 @@ class JobContext:
     """Progress reporting and cancellation for one job.
 
     The command line passes a context that drives a progress bar; the Celery task passes one that
-    writes progress to the job record and asks the job store whether the job was cancelled.
+    writes progress to the job record and checks the job store for whether the job was cancelled.
 
     Args:
         job_id: identifier used in log lines. Default "local" for in-process runs.

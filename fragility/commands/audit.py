@@ -181,12 +181,13 @@ def load_target_mask(path: Path, size: tuple[int, int]) -> Any:
 
 
 def summary_line(name: str, report: dict, report_path: Path) -> str:
-    """One line per image: verdict, label, top-k intersection against the baseline, norms."""
+    """Format one line per image: verdict, label, top-k intersection against the baseline, norms."""
     label = report["label"]
-    kept = "kept" if label["preserved"] else "CHANGED"
+    label_status = "kept" if label["preserved"] else "CHANGED"
     return (
         f"{name}: {report['verdict']:12s} label {label['original_name']}->"
-        f"{label['perturbed_name']} ({kept})  top-k ∩ {report['metrics']['topk_intersection']:.2f}"
+        f"{label['perturbed_name']} ({label_status})  "
+        f"top-k ∩ {report['metrics']['topk_intersection']:.2f}"
         f" (random {report['baseline']['metrics']['topk_intersection']:.2f})  "
         f"spearman {report['metrics']['spearman']:.2f}  "
         f"linf {report['perturbation']['linf'] * 255:.1f}/255  -> {report_path}"

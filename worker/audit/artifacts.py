@@ -31,7 +31,7 @@ def write_artifacts(result: AuditResult, out_dir: Path) -> dict[str, Any]:
     """Write the PNGs, the .npy and report.json into ``out_dir``; return the final report.
 
     report.json is written last, through a temporary file and a rename, so a directory with a
-    report.json always holds a complete set.
+    report.json always contains a complete set.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     # Small maps are enlarged so a person can see single pixels.

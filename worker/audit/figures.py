@@ -102,13 +102,13 @@ def save_comparison_figure(
         f"({base['label']['perturbed_confidence']:.2f})",
     )
     delta = (perturbed - original).mean(0).numpy() * 255
-    shown = axes[0, 3].imshow(delta, cmap="coolwarm", vmin=-epsilon * 255, vmax=epsilon * 255)
+    delta_image = axes[0, 3].imshow(delta, cmap="coolwarm", vmin=-epsilon * 255, vmax=epsilon * 255)
     linf = report["perturbation"]["linf"] * 255
     axes[0, 3].set_title(
         f"attack perturbation, max |Δ| {linf:.1f}/255\n(red brighter, blue darker)", fontsize=8
     )
     axes[0, 3].axis("off")
-    colorbar = fig.colorbar(shown, ax=axes[0, 3], fraction=0.046, pad=0.02)
+    colorbar = fig.colorbar(delta_image, ax=axes[0, 3], fraction=0.046, pad=0.02)
     colorbar.set_label("Δ in 8-bit levels", fontsize=7)
     colorbar.ax.tick_params(labelsize=7)
 

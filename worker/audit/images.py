@@ -417,7 +417,7 @@ def to_model_input(
 
 
 def encode_pixels_only(image: DecodedImage) -> bytes:
-    """Re-encode a decoded image as a PNG that holds pixels and nothing else.
+    """Re-encode a decoded image as a PNG that contains pixels and nothing else.
 
     Gray images become 16-bit PNGs (so 12- and 16-bit data keep their precision), RGB images
     8-bit RGB PNGs. A DICOM header, EXIF block or text chunk, which can carry patient data, is

@@ -19,7 +19,7 @@ By default the mode also routes ``conv2d`` calls through ``worker.audit.second_o
 same values with a cheaper double backward. Those calls are not counted as replacements.
 
 TorchScript modules do not dispatch through Python, so nothing inside them is replaced; the
-audit detects the resulting zero gradients and says so instead of reporting a robust map.
+audit detects the resulting zero gradients and reports them instead of a robust map.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each step (Ghorbani et al., AAAI 2019): x <- x0 + clip(x + step_size * direction - x0, -eps, eps),
 then clip to [0, 1]. The direction is the sign of the gradient of the attack's loss on the
-saliency map of the smooth surrogate; the iterate is then scored on the original model. An
+saliency map of the smooth surrogate. The iterate is then scored on the original model. An
 iterate whose predicted label differs from the original is never selected, and the returned one
 is the label-preserving iterate with the largest dissimilarity. Images in a batch are attacked
 together but selected independently.

@@ -10,7 +10,7 @@ from worker.audit.attacks.base import ExplanationAttack
 class RandomSignAttack(ExplanationAttack):
     """Step along fresh sign(N(0, 1)) directions; select with another attack's dissimilarity.
 
-    Using the compared attack's selection rule makes the baseline answer "how far does the map
+    Using the compared attack's selection rule makes the baseline measure "how far does the map
     move under a random perturbation of the same size, chosen by the same rule".
 
     Args:

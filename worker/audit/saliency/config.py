@@ -9,7 +9,7 @@ from worker.audit.params import AuditParams
 
 @dataclass(frozen=True)
 class SaliencyConfig:
-    """Which saliency method to compute and how.
+    """Saliency method and its settings.
 
     Attributes:
         method: "gradient", "gradient_x_input", "integrated_gradients" or "smoothgrad".
